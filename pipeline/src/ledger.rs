@@ -1,0 +1,319 @@
+//! The acknowledgement ledger.
+//!
+//! Every batch is registered here, in the order the batcher made it, with the
+//! position each source reached in it. Each output acknowledges each batch
+//! once (delivered, or dropped for good). A batch is complete when all outputs
+//! have acknowledged it; the committed positions advance only over the
+//! completed batches at the front of the ledger, so a checkpoint never moves
+//! past a record that is still in flight somewhere.
+
+use crate::checkpoints::{Checkpoint, CheckpointError, Checkpoints};
+use crate::queue::Position;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A re-readable source registered with the ledger (a log file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(pub u32);
+
+/// A batch's number, in the order batches were made.
+pub type BatchId = u64;
+
+#[derive(Debug)]
+struct Source {
+    key: String,
+    committed: Checkpoint,
+    live: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    id: BatchId,
+    remaining: usize,
+    positions: Vec<Position>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: BatchId,
+    sources: Vec<Source>,
+    by_key: HashMap<String, SourceId>,
+    /// Checkpoints of sources not (yet) seen in this run, kept as they were.
+    dormant: BTreeMap<String, Checkpoint>,
+    pending: VecDeque<Pending>,
+    dirty: bool,
+}
+
+/// The acknowledgement ledger and the committed positions it guards.
+#[derive(Debug)]
+pub struct Ledger {
+    outputs: usize,
+    store: Option<Checkpoints>,
+    state: Mutex<State>,
+    idle: Condvar,
+}
+
+impl Ledger {
+    /// A ledger for `outputs` outputs, loading committed positions from
+    /// `store` (none: nothing is persisted, as for stdin-like sources).
+    pub fn new(outputs: usize, store: Option<Checkpoints>) -> Result<Self, CheckpointError> {
+        let dormant = match &store {
+            Some(s) => s.load()?,
+            None => BTreeMap::new(),
+        };
+        Ok(Ledger {
+            outputs: outputs.max(1),
+            store,
+            state: Mutex::new(State {
+                dormant,
+                ..State::default()
+            }),
+            idle: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent state (every
+        // mutation is a single step), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers (or finds) the source known by `key` and returns its id with
+    /// its committed checkpoint, if one was saved before.
+    pub fn source(&self, key: &str) -> (SourceId, Option<Checkpoint>) {
+        let mut st = self.lock();
+        if let Some(&id) = st.by_key.get(key) {
+            let s = &mut st.sources[id.0 as usize];
+            s.live = true;
+            return (id, Some(s.committed.clone()));
+        }
+        let saved = st.dormant.remove(key);
+        let id = SourceId(st.sources.len() as u32);
+        st.sources.push(Source {
+            key: key.to_string(),
+            committed: saved.clone().unwrap_or(Checkpoint {
+                offset: 0,
+                meta: serde_json::Value::Null,
+            }),
+            live: true,
+        });
+        st.by_key.insert(key.to_string(), id);
+        (id, saved)
+    }
+
+    /// Sets the collector-specific facts saved with a source's checkpoint,
+    /// and its starting offset if nothing was committed yet.
+    pub fn set_meta(&self, id: SourceId, meta: serde_json::Value) {
+        let mut st = self.lock();
+        if let Some(s) = st.sources.get_mut(id.0 as usize) {
+            s.committed.meta = meta;
+            st.dirty = true;
+        }
+    }
+
+    /// Moves a source's committed position to `offset` directly. For a source
+    /// that starts at its end (`start_at: end`) or was skipped on purpose;
+    /// never for records that are in flight.
+    pub fn set_committed(&self, id: SourceId, offset: u64) {
+        let mut st = self.lock();
+        if let Some(s) = st.sources.get_mut(id.0 as usize) {
+            s.committed.offset = offset;
+            st.dirty = true;
+        }
+    }
+
+    /// Drops a source that is gone for good (deleted and fully read) once
+    /// nothing of it is in flight: its checkpoint is no longer saved.
+    pub fn retire(&self, id: SourceId) {
+        let mut st = self.lock();
+        if let Some(s) = st.sources.get_mut(id.0 as usize) {
+            s.live = false;
+            st.dirty = true;
+        }
+    }
+
+    /// Registers a new batch reaching `positions`; returns its id.
+    pub fn begin_batch(&self, positions: Vec<Position>) -> BatchId {
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.pending.push_back(Pending {
+            id,
+            remaining: self.outputs,
+            positions,
+        });
+        id
+    }
+
+    /// One output is done with batch `id` (delivered or dropped for good).
+    pub fn ack(&self, id: BatchId) {
+        let mut st = self.lock();
+        let Some(front) = st.pending.front().map(|p| p.id) else {
+            return;
+        };
+        let Some(idx) = id.checked_sub(front) else {
+            return;
+        };
+        let Some(p) = st.pending.get_mut(idx as usize) else {
+            return;
+        };
+        p.remaining = p.remaining.saturating_sub(1);
+        while st.pending.front().is_some_and(|p| p.remaining == 0) {
+            if let Some(done) = st.pending.pop_front() {
+                for pos in done.positions {
+                    if let Some(s) = st.sources.get_mut(pos.source.0 as usize) {
+                        if pos.offset > s.committed.offset {
+                            s.committed.offset = pos.offset;
+                        }
+                    }
+                }
+                st.dirty = true;
+            }
+        }
+        if st.pending.is_empty() {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Batches not yet acknowledged by every output.
+    pub fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// A source's committed offset.
+    pub fn committed(&self, id: SourceId) -> u64 {
+        self.lock()
+            .sources
+            .get(id.0 as usize)
+            .map_or(0, |s| s.committed.offset)
+    }
+
+    /// Waits until every registered batch is acknowledged, up to `timeout`;
+    /// returns whether it got there.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        while !st.pending.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .idle
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// Writes the committed positions to the checkpoint file if they changed
+    /// since the last write.
+    pub fn persist(&self) -> Result<(), CheckpointError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let snapshot = {
+            let mut st = self.lock();
+            if !st.dirty {
+                return Ok(());
+            }
+            st.dirty = false;
+            let mut m = st.dormant.clone();
+            for s in st.sources.iter().filter(|s| s.live) {
+                m.insert(s.key.clone(), s.committed.clone());
+            }
+            m
+        };
+        let r = store.save(&snapshot);
+        if r.is_err() {
+            self.lock().dirty = true;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(s: SourceId, offset: u64) -> Vec<Position> {
+        vec![Position { source: s, offset }]
+    }
+
+    #[test]
+    fn commits_only_contiguous_acknowledged_batches() {
+        let l = Ledger::new(1, None).unwrap();
+        let (s, saved) = l.source("a");
+        assert!(saved.is_none());
+        let b0 = l.begin_batch(pos(s, 10));
+        let b1 = l.begin_batch(pos(s, 20));
+        let b2 = l.begin_batch(pos(s, 30));
+        l.ack(b1);
+        assert_eq!(l.committed(s), 0, "b0 still in flight");
+        l.ack(b0);
+        assert_eq!(l.committed(s), 20);
+        assert_eq!(l.in_flight(), 1);
+        l.ack(b2);
+        assert_eq!(l.committed(s), 30);
+        assert!(l.wait_idle(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn every_output_must_acknowledge() {
+        let l = Ledger::new(2, None).unwrap();
+        let (s, _) = l.source("a");
+        let b = l.begin_batch(pos(s, 5));
+        l.ack(b);
+        assert_eq!(l.committed(s), 0);
+        assert!(!l.wait_idle(Duration::from_millis(10)));
+        l.ack(b);
+        assert_eq!(l.committed(s), 5);
+    }
+
+    #[test]
+    fn persisted_positions_survive_a_new_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        let l = Ledger::new(1, Some(store.clone())).unwrap();
+        let (s, _) = l.source("file-1");
+        let (t, _) = l.source("file-2");
+        l.set_meta(s, serde_json::json!({"path": "/a"}));
+        let b = l.begin_batch(vec![
+            Position {
+                source: s,
+                offset: 7,
+            },
+            Position {
+                source: t,
+                offset: 9,
+            },
+        ]);
+        l.begin_batch(pos(s, 100)); // never acknowledged
+        l.ack(b);
+        l.persist().unwrap();
+        let l2 = Ledger::new(1, Some(store)).unwrap();
+        let (_, cp) = l2.source("file-1");
+        let cp = cp.unwrap();
+        assert_eq!(cp.offset, 7);
+        assert_eq!(cp.meta["path"], "/a");
+        assert_eq!(l2.source("file-2").1.unwrap().offset, 9);
+    }
+
+    #[test]
+    fn unseen_sources_keep_their_checkpoints_across_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        let l = Ledger::new(1, Some(store.clone())).unwrap();
+        let (s, _) = l.source("old");
+        l.set_committed(s, 3);
+        l.persist().unwrap();
+        let l2 = Ledger::new(1, Some(store.clone())).unwrap();
+        let (n, _) = l2.source("new");
+        l2.set_committed(n, 1);
+        l2.persist().unwrap();
+        let l3 = Ledger::new(1, Some(store)).unwrap();
+        assert_eq!(l3.source("old").1.unwrap().offset, 3);
+    }
+}
