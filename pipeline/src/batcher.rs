@@ -4,7 +4,7 @@
 //! bytes, or when its oldest record has waited `timeout`. A chunk that does
 //! not fit is split, so both limits hold exactly. An idle batcher sleeps in
 //! `recv` with no timer. Each batch is registered with the [`Ledger`] before
-//! it is handed on, carrying the furthest position each source reached in it.
+//! it is handed on, carrying the latest position each source reached in it.
 
 use crate::ledger::{BatchId, Ledger};
 use crate::queue::{Chunk, Position, Receiver, RecvTimeoutError};
@@ -131,7 +131,7 @@ impl Batcher {
         }
         if let Some(p) = position {
             match self.positions.iter_mut().find(|q| q.source == p.source) {
-                Some(q) => q.offset = q.offset.max(p.offset),
+                Some(q) => q.offset = p.offset,
                 None => self.positions.push(p),
             }
             if self.open.is_empty() {
@@ -236,15 +236,16 @@ mod tests {
             timeout: Duration::from_millis(50),
             ..BatchConfig::default()
         };
-        let h = std::thread::spawn(move || {
-            Batcher::new(cfg, ledger).run(rx, |b| btx.send(b).unwrap())
-        });
+        let h =
+            std::thread::spawn(move || Batcher::new(cfg, ledger).run(rx, |b| btx.send(b).unwrap()));
         tx.send(Chunk {
             records: vec![line("x")],
             position: None,
         })
         .unwrap();
-        let b = brx.recv_timeout(Duration::from_secs(5)).expect("linger flush");
+        let b = brx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("linger flush");
         assert_eq!(b.len(), 1);
         drop(tx);
         h.join().unwrap();

@@ -162,10 +162,10 @@ impl Ledger {
         while st.pending.front().is_some_and(|p| p.remaining == 0) {
             if let Some(done) = st.pending.pop_front() {
                 for pos in done.positions {
+                    // The latest position wins, not the largest: a source
+                    // truncated and read again from 0 must commit small offsets.
                     if let Some(s) = st.sources.get_mut(pos.source.0 as usize) {
-                        if pos.offset > s.committed.offset {
-                            s.committed.offset = pos.offset;
-                        }
+                        s.committed.offset = pos.offset;
                     }
                 }
                 st.dirty = true;

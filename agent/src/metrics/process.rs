@@ -1,0 +1,314 @@
+//! Process figures from `/proc/N`: `stat` (CPU time, faults, threads,
+//! memory, start time), `status` (context switches), `io` (disk bytes) and
+//! the `fd` directory.
+//!
+//! With `include_children`, figures are summed over the target and its live
+//! descendants; CPU time and faults also count reaped children (`cutime`,
+//! `cminflt`...), so they stay monotonic as short-lived children come and go.
+//! `/proc/N/io` is owner- or ptrace-readable only: when it cannot be read the
+//! disk figures are left out and one warning says why.
+
+use super::{point, Clock};
+use procfs::process::Process;
+use sidekick_pipeline::{Attr, MetricKind, MetricPoint, MetricValue};
+use std::io::Read;
+use std::time::Instant;
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), for `/proc/N/stat` times.
+pub(crate) fn ticks_per_second() -> f64 {
+    procfs::ticks_per_second().max(1) as f64
+}
+
+/// The boot time in ns since the epoch (from `/proc/uptime`, which is finer
+/// than `/proc/stat`'s whole-second `btime`).
+pub(crate) fn boot_time_unix_nano() -> u64 {
+    let now = sidekick_pipeline::now_unix_nano();
+    let up = uptime_secs().unwrap_or(0.0);
+    now.saturating_sub((up * 1e9) as u64)
+}
+
+/// Seconds since boot.
+pub(crate) fn uptime_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    s.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// The figures of one process (or a sum over a process tree).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Figures {
+    pub user_s: f64,
+    pub system_s: f64,
+    pub rss: u64,
+    pub vsize: u64,
+    pub threads: u64,
+    pub minflt: u64,
+    pub majflt: u64,
+    pub voluntary: Option<u64>,
+    pub involuntary: Option<u64>,
+    pub read_bytes: Option<u64>,
+    pub write_bytes: Option<u64>,
+    pub fds: Option<u64>,
+}
+
+fn add_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Figures {
+    fn add(&mut self, o: &Figures) {
+        self.user_s += o.user_s;
+        self.system_s += o.system_s;
+        self.rss = self.rss.saturating_add(o.rss);
+        self.vsize = self.vsize.saturating_add(o.vsize);
+        self.threads = self.threads.saturating_add(o.threads);
+        self.minflt = self.minflt.saturating_add(o.minflt);
+        self.majflt = self.majflt.saturating_add(o.majflt);
+        self.voluntary = add_opt(self.voluntary, o.voluntary);
+        self.involuntary = add_opt(self.involuntary, o.involuntary);
+        self.read_bytes = add_opt(self.read_bytes, o.read_bytes);
+        self.write_bytes = add_opt(self.write_bytes, o.write_bytes);
+        self.fds = add_opt(self.fds, o.fds);
+    }
+}
+
+/// Samples one process (and its descendants, if asked).
+pub(crate) struct ProcessSampler {
+    include_children: bool,
+    tck: f64,
+    page_size: u64,
+    boot_ns: u64,
+    /// (pid, start ticks, when, cpu seconds) of the previous sample.
+    prev: Option<(u32, u64, Instant, f64)>,
+    io_warned: bool,
+    fd_warned: bool,
+    buf: String,
+}
+
+impl ProcessSampler {
+    pub fn new(include_children: bool) -> Self {
+        ProcessSampler {
+            include_children,
+            tck: ticks_per_second(),
+            page_size: procfs::page_size().max(1),
+            boot_ns: boot_time_unix_nano(),
+            prev: None,
+            io_warned: false,
+            fd_warned: false,
+            buf: String::with_capacity(2048),
+        }
+    }
+
+    /// Reads one process; `with_children` adds its reaped children's CPU
+    /// time and faults. Returns the figures and the process start (ticks).
+    fn read_one(&mut self, pid: u32, with_children: bool) -> Option<(Figures, u64)> {
+        let p = Process::new(i32::try_from(pid).ok()?).ok()?;
+        let st = p.stat().ok()?;
+        let mut f = Figures {
+            user_s: st.utime as f64 / self.tck,
+            system_s: st.stime as f64 / self.tck,
+            rss: st.rss.saturating_mul(self.page_size),
+            vsize: st.vsize,
+            threads: u64::try_from(st.num_threads).unwrap_or(0),
+            minflt: st.minflt,
+            majflt: st.majflt,
+            ..Figures::default()
+        };
+        if with_children {
+            f.user_s += st.cutime.max(0) as f64 / self.tck;
+            f.system_s += st.cstime.max(0) as f64 / self.tck;
+            f.minflt = f.minflt.saturating_add(st.cminflt);
+            f.majflt = f.majflt.saturating_add(st.cmajflt);
+        }
+        // status: only the two context-switch lines are wanted; parsing the
+        // whole file into a map (procfs' Status) costs several times more.
+        self.buf.clear();
+        if let Ok(mut file) = p.open_relative("status") {
+            if file.read_to_string(&mut self.buf).is_ok() {
+                let (v, i) = parse_ctxt_switches(&self.buf);
+                f.voluntary = v;
+                f.involuntary = i;
+            }
+        }
+        match p.io() {
+            Ok(io) => {
+                f.read_bytes = Some(io.read_bytes);
+                f.write_bytes = Some(io.write_bytes);
+            }
+            Err(e) if !self.io_warned => {
+                self.io_warned = true;
+                tracing::warn!(pid, error = %e, "cannot read /proc/{pid}/io (another user's process?): process.disk.io left out");
+            }
+            Err(_) => {}
+        }
+        match p.fd_count() {
+            Ok(n) => f.fds = Some(n as u64),
+            Err(e) if !self.fd_warned => {
+                self.fd_warned = true;
+                tracing::warn!(pid, error = %e, "cannot list /proc/{pid}/fd: process.unix.file_descriptor.count left out");
+            }
+            Err(_) => {}
+        }
+        Some((f, st.starttime))
+    }
+
+    /// Appends the process figures of `pid` to `out` (nothing if it is gone).
+    pub fn sample(&mut self, pid: u32, clock: &Clock, out: &mut Vec<MetricPoint>) {
+        let Some((mut f, start_ticks)) = self.read_one(pid, self.include_children) else {
+            self.prev = None;
+            return;
+        };
+        if self.include_children {
+            for child in descendants(pid) {
+                if let Some((cf, _)) = self.read_one(child, true) {
+                    f.add(&cf);
+                }
+            }
+        }
+        let start = self.boot_ns + (start_ticks as f64 / self.tck * 1e9) as u64;
+        let now = clock.now;
+        let at = Instant::now();
+        let cpu = f.user_s + f.system_s;
+        let sum = |name, unit, v, attrs| {
+            point(
+                name,
+                unit,
+                MetricKind::Sum { monotonic: true },
+                v,
+                now,
+                start,
+                attrs,
+            )
+        };
+        let gauge = |name, unit, v| point(name, unit, MetricKind::Gauge, v, now, 0, Vec::new());
+        let int = |v: u64| MetricValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
+
+        out.push(sum(
+            "process.cpu.time",
+            "s",
+            MetricValue::Double(f.user_s),
+            vec![Attr::new("cpu.mode", "user")],
+        ));
+        out.push(sum(
+            "process.cpu.time",
+            "s",
+            MetricValue::Double(f.system_s),
+            vec![Attr::new("cpu.mode", "system")],
+        ));
+        if let Some((ppid, pstart, pat, pcpu)) = self.prev {
+            let dt = at.duration_since(pat).as_secs_f64();
+            if ppid == pid && pstart == start_ticks && dt > 0.0 {
+                let u = ((cpu - pcpu) / dt).max(0.0);
+                out.push(gauge(
+                    "process.cpu.utilization",
+                    "1",
+                    MetricValue::Double(u),
+                ));
+            }
+        }
+        self.prev = Some((pid, start_ticks, at, cpu));
+        out.push(gauge("process.memory.usage", "By", int(f.rss)));
+        out.push(gauge("process.memory.virtual", "By", int(f.vsize)));
+        if let (Some(r), Some(w)) = (f.read_bytes, f.write_bytes) {
+            out.push(sum(
+                "process.disk.io",
+                "By",
+                int(r),
+                vec![Attr::new("disk.io.direction", "read")],
+            ));
+            out.push(sum(
+                "process.disk.io",
+                "By",
+                int(w),
+                vec![Attr::new("disk.io.direction", "write")],
+            ));
+        }
+        out.push(gauge("process.thread.count", "{thread}", int(f.threads)));
+        if let Some(n) = f.fds {
+            out.push(gauge(
+                "process.unix.file_descriptor.count",
+                "{file_descriptor}",
+                int(n),
+            ));
+        }
+        if let (Some(v), Some(i)) = (f.voluntary, f.involuntary) {
+            out.push(sum(
+                "process.context_switches",
+                "{context_switch}",
+                int(v),
+                vec![Attr::new("process.context_switch_type", "voluntary")],
+            ));
+            out.push(sum(
+                "process.context_switches",
+                "{context_switch}",
+                int(i),
+                vec![Attr::new("process.context_switch_type", "involuntary")],
+            ));
+        }
+        out.push(sum(
+            "process.paging.faults",
+            "{fault}",
+            int(f.majflt),
+            vec![Attr::new("process.paging.fault_type", "major")],
+        ));
+        out.push(sum(
+            "process.paging.faults",
+            "{fault}",
+            int(f.minflt),
+            vec![Attr::new("process.paging.fault_type", "minor")],
+        ));
+        let uptime = now.saturating_sub(start) as f64 / 1e9;
+        out.push(gauge("process.uptime", "s", MetricValue::Double(uptime)));
+    }
+}
+
+/// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` from a
+/// `/proc/N/status` text.
+pub(crate) fn parse_ctxt_switches(status: &str) -> (Option<u64>, Option<u64>) {
+    let (mut v, mut i) = (None, None);
+    for l in status.lines() {
+        if let Some(rest) = l.strip_prefix("voluntary_ctxt_switches:") {
+            v = rest.trim().parse().ok();
+        } else if let Some(rest) = l.strip_prefix("nonvoluntary_ctxt_switches:") {
+            i = rest.trim().parse().ok();
+        }
+    }
+    (v, i)
+}
+
+/// The live descendants of `root` (one scan of `/proc`).
+pub(crate) fn descendants(root: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    let mut buf = String::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        buf.clear();
+        let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if f.read_to_string(&mut buf).is_err() {
+            continue;
+        }
+        if let Some(s) = crate::target::parse_stat(&buf) {
+            if s.state != 'Z' && s.state != 'X' {
+                parent_of.push((pid, s.ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}

@@ -1,0 +1,844 @@
+//! The log tailer: finds the files a source's globs match, reads them in
+//! large chunks, splits lines without copying them, and pushes them into the
+//! pipeline's queue with the position each chunk reaches.
+//!
+//! One thread tails every file. It wakes on inotify events (through
+//! `notify`), on its scan timer (`scan_interval`, for volumes where inotify is
+//! silent) and when told to stop — never on a short poll. A pass reads only
+//! the files an event named or that still had data left after their per-pass
+//! byte budget, so one busy file cannot stall the others.
+//!
+//! Invariants:
+//! - a position sent with a chunk is the offset just past the last byte the
+//!   chunk accounts for (lines emitted or bytes skipped); a partial last line
+//!   is held in memory and never counted;
+//! - a file is known by device and inode, and its checkpoint also carries a
+//!   fingerprint of its first bytes, so a reused inode is read from its start;
+//! - memory per file is bounded by `max_line_bytes` plus one read chunk.
+
+use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use sidekick_pipeline::{
+    now_unix_nano, Attr, Chunk, Ledger, LogRecord, Position, Record, SourceId, SourceMeta,
+};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How much one `read` asks for.
+const READ_CHUNK: usize = 256 * 1024;
+/// How long a rotated or deleted file stays open after reaching its end, for
+/// writers that have not reopened their log yet.
+const ROTATE_GRACE: Duration = Duration::from_secs(2);
+
+/// Where a newly found file is read from when no checkpoint knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// From its first byte.
+    Beginning,
+    /// From its current end (only for files present at the first scan; files
+    /// that appear later are always read from their start).
+    End,
+}
+
+/// One log source, as the tailer needs it.
+#[derive(Debug, Clone)]
+pub struct TailSpec {
+    /// Glob patterns of files to tail (`*`, `?`, `[..]`, `**`).
+    pub include: Vec<String>,
+    /// Glob patterns of paths or file names to leave out.
+    pub exclude: Vec<String>,
+    /// Where a file with no checkpoint is read from.
+    pub start_at: StartAt,
+    /// Longest line kept; the rest of a longer line is skipped.
+    pub max_line_bytes: usize,
+    /// Period of the full rescan beside inotify.
+    pub scan_interval: Duration,
+    /// Bytes read from one file before the others get their turn.
+    pub read_budget: usize,
+    /// Bytes of a file's start that identify it beside device and inode.
+    pub fingerprint_bytes: usize,
+}
+
+/// What the tailer counts, for self-telemetry.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    /// Lines (records) read.
+    pub lines: AtomicU64,
+    /// Bytes consumed from files.
+    pub bytes: AtomicU64,
+    /// Lines cut at `max_line_bytes`.
+    pub truncated_lines: AtomicU64,
+    /// Files found truncated (copytruncate) and read again from the start.
+    pub truncations: AtomicU64,
+    /// Files currently open.
+    pub open_files: AtomicU64,
+}
+
+/// Why the tailer woke up.
+#[derive(Debug)]
+pub enum Wake {
+    /// A filesystem event.
+    Fs(notify::Result<notify::Event>),
+    /// Stop reading and return.
+    Stop,
+}
+
+type FileId = (u64, u64);
+
+struct Compiled {
+    spec: TailSpec,
+    exclude: Vec<glob::Pattern>,
+}
+
+struct Tailed {
+    spec: usize,
+    path: PathBuf,
+    file: File,
+    source: SourceId,
+    meta: Arc<SourceMeta>,
+    /// Offset of `buf[0]` in the file: everything before it is accounted for.
+    consumed: u64,
+    buf: BytesMut,
+    /// Dropping the rest of an over-long line up to its newline.
+    skipping: bool,
+    /// When the path stopped pointing at this file (rotated or deleted).
+    rotated_at: Option<Instant>,
+}
+
+/// The tailer of every log source.
+pub struct Tailer {
+    specs: Vec<Compiled>,
+    files: HashMap<FileId, Tailed>,
+    by_path: HashMap<PathBuf, FileId>,
+    dirty: HashSet<FileId>,
+    tx: Sender<Chunk>,
+    ledger: Arc<Ledger>,
+    stats: Arc<TailStats>,
+    wake: Receiver<Wake>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+    first_scan_done: bool,
+    stop: bool,
+    warned: HashSet<String>,
+}
+
+impl Tailer {
+    /// A tailer for `specs`, sending into `tx`. Returns it with the sender to
+    /// wake it (and to stop it with [`Wake::Stop`]).
+    pub fn new(
+        specs: Vec<TailSpec>,
+        tx: Sender<Chunk>,
+        ledger: Arc<Ledger>,
+        stats: Arc<TailStats>,
+    ) -> anyhow::Result<(Tailer, Sender<Wake>)> {
+        let (wake_tx, wake) = crossbeam_channel::unbounded();
+        let mut compiled = Vec::new();
+        for spec in specs {
+            let mut exclude = Vec::new();
+            for p in &spec.exclude {
+                exclude.push(
+                    glob::Pattern::new(p).with_context(|| format!("invalid exclude glob {p:?}"))?,
+                );
+            }
+            for p in &spec.include {
+                glob::Pattern::new(p).with_context(|| format!("invalid include glob {p:?}"))?;
+            }
+            compiled.push(Compiled { spec, exclude });
+        }
+        let fs_tx = wake_tx.clone();
+        let watcher = notify::recommended_watcher(move |ev| {
+            let _ = fs_tx.send(Wake::Fs(ev));
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify unavailable, relying on the scan interval");
+                None
+            }
+        };
+        Ok((
+            Tailer {
+                specs: compiled,
+                files: HashMap::new(),
+                by_path: HashMap::new(),
+                dirty: HashSet::new(),
+                tx,
+                ledger,
+                stats,
+                wake,
+                _watcher: watcher,
+                watched: HashSet::new(),
+                first_scan_done: false,
+                stop: false,
+                warned: HashSet::new(),
+            },
+            wake_tx,
+        ))
+    }
+
+    /// Tails until told to stop (or the queue is gone).
+    pub fn run(mut self) {
+        let scan_every = self
+            .specs
+            .iter()
+            .map(|c| c.spec.scan_interval)
+            .min()
+            .unwrap_or(Duration::from_secs(5))
+            .max(Duration::from_millis(50));
+        let mut next_scan = Instant::now();
+        let mut rescan = false;
+        while !self.stop {
+            if rescan || Instant::now() >= next_scan {
+                self.scan();
+                rescan = false;
+                next_scan = Instant::now() + scan_every;
+            }
+            let more = self.read_pass();
+            if self.stop {
+                break;
+            }
+            let timeout = if more {
+                Duration::ZERO
+            } else {
+                self.next_deadline(next_scan)
+            };
+            match self.wake.recv_timeout(timeout) {
+                Ok(w) => {
+                    rescan |= self.on_wake(w);
+                    while let Ok(w) = self.wake.try_recv() {
+                        rescan |= self.on_wake(w);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Positions are committed through the ledger only; nothing to flush
+        // here. A held partial line will be read again after a restart.
+        self.stats.open_files.store(0, Ordering::Relaxed);
+    }
+
+    fn next_deadline(&self, next_scan: Instant) -> Duration {
+        let mut deadline = next_scan;
+        // A rotated file must be closed once its grace is over.
+        for f in self.files.values() {
+            if let Some(t) = f.rotated_at {
+                deadline = deadline.min(t + ROTATE_GRACE);
+            }
+        }
+        deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Handles one wake-up; returns whether a rescan is needed.
+    fn on_wake(&mut self, w: Wake) -> bool {
+        match w {
+            Wake::Stop => {
+                self.stop = true;
+                false
+            }
+            Wake::Fs(Err(e)) => {
+                tracing::debug!(error = %e, "inotify error; rescanning");
+                true
+            }
+            Wake::Fs(Ok(ev)) => {
+                use notify::EventKind;
+                let mut rescan = !matches!(
+                    ev.kind,
+                    EventKind::Modify(notify::event::ModifyKind::Data(_))
+                );
+                for p in &ev.paths {
+                    match self.by_path.get(p) {
+                        Some(id) => {
+                            self.dirty.insert(*id);
+                        }
+                        None => rescan = true,
+                    }
+                }
+                rescan
+            }
+        }
+    }
+
+    /// Expands every glob, opens new files, notices rotated and deleted ones.
+    fn scan(&mut self) {
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        for si in 0..self.specs.len() {
+            for pattern in self.specs[si].spec.include.clone() {
+                self.watch_base(&pattern);
+                let paths = match glob::glob(&pattern) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.warn_once(format!("glob {pattern}"), &e);
+                        continue;
+                    }
+                };
+                for entry in paths {
+                    let path = match entry {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.warn_once(format!("glob {}", e.path().display()), e.error());
+                            continue;
+                        }
+                    };
+                    if self.excluded(si, &path) || !seen.insert(path.clone()) {
+                        continue;
+                    }
+                    self.consider(si, path);
+                }
+            }
+        }
+        // Paths that no longer point at the file we hold: rotated or deleted.
+        let gone: Vec<(PathBuf, FileId)> = self
+            .by_path
+            .iter()
+            .filter(|(p, id)| !seen.contains(*p) || file_id(p).ok() != Some(**id))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        for (p, id) in gone {
+            self.by_path.remove(&p);
+            if let Some(f) = self.files.get_mut(&id) {
+                if f.rotated_at.is_none() {
+                    tracing::debug!(path = %p.display(), "file rotated or deleted; reading it to its end");
+                    f.rotated_at = Some(Instant::now());
+                }
+            }
+        }
+        self.first_scan_done = true;
+        // A scan reads every file once: covers writes inotify did not report.
+        self.dirty.extend(self.files.keys().copied());
+    }
+
+    fn excluded(&self, si: usize, path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        self.specs[si]
+            .exclude
+            .iter()
+            .any(|p| p.matches_path(path) || p.matches(name))
+    }
+
+    fn watch_base(&mut self, pattern: &str) {
+        let Some(w) = self._watcher.as_mut() else {
+            return;
+        };
+        let (base, recursive) = glob_base(pattern);
+        if self.watched.contains(&base) || !base.is_dir() {
+            return;
+        }
+        use notify::Watcher;
+        let mode = if recursive {
+            notify::RecursiveMode::Recursive
+        } else {
+            notify::RecursiveMode::NonRecursive
+        };
+        match w.watch(&base, mode) {
+            Ok(()) => {
+                self.watched.insert(base);
+            }
+            Err(e) => {
+                let key = format!("watch {}", base.display());
+                self.warn_once(key, &e);
+            }
+        }
+    }
+
+    fn warn_once(&mut self, key: String, e: &dyn std::fmt::Display) {
+        if self.warned.insert(key.clone()) {
+            tracing::warn!(what = %key, error = %e, "cannot read; going on with the rest");
+        }
+    }
+
+    /// A path the globs matched: open it if it is a file we do not hold yet.
+    fn consider(&mut self, si: usize, path: PathBuf) {
+        let md = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(_) => return, // vanished between glob and stat
+        };
+        if !md.is_file() {
+            return;
+        }
+        let id = (md.dev(), md.ino());
+        if self.by_path.get(&path) == Some(&id) {
+            return;
+        }
+        if self.files.contains_key(&id) {
+            // The same file under a new name (renamed into the glob).
+            self.by_path.insert(path, id);
+            return;
+        }
+        match self.open(si, &path, id, md.len()) {
+            Ok(t) => {
+                self.by_path.insert(path, id);
+                self.files.insert(id, t);
+                self.dirty.insert(id);
+                self.stats
+                    .open_files
+                    .store(self.files.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let key = format!("open {}", path.display());
+                self.warn_once(key, &e);
+            }
+        }
+    }
+
+    fn open(&mut self, si: usize, path: &Path, id: FileId, size: u64) -> io::Result<Tailed> {
+        let spec = &self.specs[si].spec;
+        let mut file = File::open(path)?;
+        let fp_len = (spec.fingerprint_bytes as u64).min(size) as usize;
+        let fp = fingerprint(&mut file, fp_len)?;
+        let key = format!("{}:{}", id.0, id.1);
+        let (source, saved) = self.ledger.source(&key);
+        let resume = saved.and_then(|cp| {
+            let len = cp.meta.get("fp_len")?.as_u64()? as usize;
+            let want = cp.meta.get("fp")?.as_u64()?;
+            let same = len <= size as usize
+                && fingerprint(&mut file, len).ok() == Some(want)
+                && cp.offset <= size;
+            same.then_some(cp.offset)
+        });
+        let start = match resume {
+            Some(off) => off,
+            None if !self.first_scan_done && spec.start_at == StartAt::End => size,
+            None => 0,
+        };
+        if resume.is_none() {
+            self.ledger.set_committed(source, start);
+        }
+        let path_str = path.to_string_lossy().into_owned();
+        self.ledger.set_meta(
+            source,
+            serde_json::json!({"path": path_str, "fp": fp, "fp_len": fp_len}),
+        );
+        file.seek(SeekFrom::Start(start))?;
+        tracing::info!(path = %path.display(), offset = start, resumed = resume.is_some(), "tailing");
+        Ok(Tailed {
+            spec: si,
+            path: path.to_path_buf(),
+            file,
+            source,
+            meta: Arc::new(SourceMeta::for_path(&path_str)),
+            consumed: start,
+            buf: BytesMut::new(),
+            skipping: false,
+            rotated_at: None,
+        })
+    }
+
+    /// Reads every dirty file up to its budget. Returns whether some file
+    /// still has data waiting (so the caller should not sleep).
+    fn read_pass(&mut self) -> bool {
+        let ids: Vec<FileId> = self.dirty.drain().collect();
+        let mut more = false;
+        let mut close = Vec::new();
+        for id in ids {
+            if self.stop {
+                break;
+            }
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
+            let spec = &self.specs[f.spec].spec;
+            match read_file(f, spec, &self.tx, &self.stats, &self.wake, &mut self.stop) {
+                Ok(Outcome::More) => {
+                    more = true;
+                    self.dirty.insert(id);
+                }
+                Ok(Outcome::Eof) => {
+                    if f.rotated_at.is_some_and(|t| t.elapsed() >= ROTATE_GRACE) {
+                        close.push(id);
+                    } else if f.rotated_at.is_some() {
+                        // Look again when the grace is over.
+                        self.dirty.insert(id);
+                    }
+                }
+                Ok(Outcome::QueueClosed) => {
+                    self.stop = true;
+                }
+                Err(e) => {
+                    let key = format!("read {}", f.path.display());
+                    self.warn_once(key, &e);
+                    close.push(id);
+                }
+            }
+        }
+        for id in close {
+            if let Some(f) = self.files.remove(&id) {
+                tracing::debug!(path = %f.path.display(), "released");
+                self.by_path.retain(|_, v| *v != id);
+                if f.rotated_at.is_some() {
+                    self.ledger.retire(f.source);
+                }
+            }
+        }
+        self.stats
+            .open_files
+            .store(self.files.len() as u64, Ordering::Relaxed);
+        more
+    }
+}
+
+enum Outcome {
+    /// Budget used up; more data may be waiting.
+    More,
+    /// Read to the current end.
+    Eof,
+    /// The pipeline is gone or we were told to stop.
+    QueueClosed,
+}
+
+/// Reads one file up to its budget, sending a chunk per read.
+fn read_file(
+    f: &mut Tailed,
+    spec: &TailSpec,
+    tx: &Sender<Chunk>,
+    stats: &TailStats,
+    wake: &Receiver<Wake>,
+    stop: &mut bool,
+) -> io::Result<Outcome> {
+    // copytruncate: the file is now shorter than what we consumed.
+    let size = f.file.metadata()?.len();
+    if size < f.consumed + f.buf.len() as u64 {
+        tracing::info!(path = %f.path.display(), size, offset = f.consumed, "file truncated; reading it again from the start");
+        stats.truncations.fetch_add(1, Ordering::Relaxed);
+        f.file.seek(SeekFrom::Start(0))?;
+        f.consumed = 0;
+        f.buf.clear();
+        f.skipping = false;
+    }
+    let mut budget = spec.read_budget.max(READ_CHUNK);
+    loop {
+        if budget == 0 {
+            return Ok(Outcome::More);
+        }
+        let start = f.buf.len();
+        f.buf.resize(start + READ_CHUNK, 0);
+        let n = match f.file.read(&mut f.buf[start..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                f.buf.truncate(start);
+                return Err(e);
+            }
+        };
+        f.buf.truncate(start + n);
+        if n == 0 {
+            return Ok(Outcome::Eof);
+        }
+        budget = budget.saturating_sub(n);
+        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let chunk = split(f, spec, stats);
+        if chunk.records.is_empty() && chunk.position.is_none() {
+            continue;
+        }
+        if !send(tx, chunk, wake, stop) {
+            return Ok(Outcome::QueueClosed);
+        }
+    }
+}
+
+/// Sends a chunk, blocking while the queue is full, but still listening for
+/// a stop request.
+fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, stop: &mut bool) -> bool {
+    loop {
+        match tx.send_timeout(chunk, Duration::from_millis(100)) {
+            Ok(()) => return true,
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return false,
+            Err(crossbeam_channel::SendTimeoutError::Timeout(c)) => {
+                chunk = c;
+                // Backpressure: look for a stop request without losing other wakes.
+                let pending: Vec<Wake> = wake.try_iter().collect();
+                for w in pending {
+                    if matches!(w, Wake::Stop) {
+                        *stop = true;
+                    }
+                }
+                if *stop {
+                    // Not committed: read again after a restart.
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Turns the complete lines in `f.buf` into records; keeps a partial last
+/// line; cuts lines longer than `max_line_bytes`.
+fn split(f: &mut Tailed, spec: &TailSpec, stats: &TailStats) -> Chunk {
+    let max = spec.max_line_bytes.max(1);
+    let mut records = Vec::new();
+    let mut moved = false;
+    if f.skipping {
+        match memchr::memchr(b'\n', &f.buf) {
+            Some(nl) => {
+                let _ = f.buf.split_to(nl + 1);
+                f.consumed += nl as u64 + 1;
+                f.skipping = false;
+            }
+            None => {
+                f.consumed += f.buf.len() as u64;
+                f.buf.clear();
+            }
+        }
+        moved = true;
+    }
+    let observed = now_unix_nano();
+    if let Some(last) = memchr::memrchr(b'\n', &f.buf) {
+        let complete: Bytes = f.buf.split_to(last + 1).freeze();
+        f.consumed += complete.len() as u64;
+        records.reserve(complete.len() / 128 + 1);
+        let mut from = 0;
+        for nl in memchr::memchr_iter(b'\n', &complete) {
+            let mut end = nl;
+            if end > from && complete[end - 1] == b'\r' {
+                end -= 1;
+            }
+            let mut rec = line_record(complete.slice(from..end), observed, &f.meta);
+            if end - from > max {
+                rec.body.truncate(max);
+                rec.attributes.push(Attr::new("log.record.truncated", true));
+                stats.truncated_lines.fetch_add(1, Ordering::Relaxed);
+            }
+            records.push(Record::Log(rec));
+            from = nl + 1;
+        }
+        moved = true;
+    }
+    if f.buf.len() > max {
+        // A line longer than allowed and still growing: ship its head, skip the rest.
+        let head = f.buf.split_to(max).freeze();
+        f.consumed += head.len() as u64 + f.buf.len() as u64;
+        f.buf.clear();
+        f.skipping = true;
+        let mut rec = line_record(head, observed, &f.meta);
+        rec.attributes.push(Attr::new("log.record.truncated", true));
+        stats.truncated_lines.fetch_add(1, Ordering::Relaxed);
+        records.push(Record::Log(rec));
+        moved = true;
+    }
+    stats
+        .lines
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    Chunk {
+        records,
+        position: moved.then_some(Position {
+            source: f.source,
+            offset: f.consumed,
+        }),
+    }
+}
+
+fn line_record(body: Bytes, observed: u64, meta: &Arc<SourceMeta>) -> LogRecord {
+    LogRecord {
+        body,
+        observed_time_unix_nano: observed,
+        source: Some(meta.clone()),
+        ..LogRecord::default()
+    }
+}
+
+fn file_id(path: &Path) -> io::Result<FileId> {
+    let md = std::fs::metadata(path)?;
+    Ok((md.dev(), md.ino()))
+}
+
+/// FNV-1a over the first `len` bytes of the file (the file's offset is left
+/// wherever it was: reads use `read_at`).
+fn fingerprint(file: &mut File, len: usize) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = file.read_at(&mut buf[got..], got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &buf[..got] {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(h ^ got as u64)
+}
+
+/// The directory a glob starts in, and whether the glob reaches below it.
+fn glob_base(pattern: &str) -> (PathBuf, bool) {
+    let mut base = PathBuf::new();
+    let comps: Vec<&str> = pattern.split('/').collect();
+    let mut i = 0;
+    while i < comps.len() {
+        let c = comps[i];
+        if c.contains(['*', '?', '[']) {
+            break;
+        }
+        if i == 0 && c.is_empty() {
+            base.push("/");
+        } else {
+            base.push(c);
+        }
+        i += 1;
+    }
+    if i == comps.len() {
+        // No glob at all: watch the file's directory.
+        base.pop();
+        return (non_empty(base), false);
+    }
+    // Recursive when the glob continues below the first globbed component.
+    (non_empty(base), i + 1 < comps.len())
+}
+
+fn non_empty(p: PathBuf) -> PathBuf {
+    if p.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn spec(dir: &Path, start_at: StartAt) -> TailSpec {
+        TailSpec {
+            include: vec![format!("{}/*.log", dir.display())],
+            exclude: vec!["*.gz".into()],
+            start_at,
+            max_line_bytes: 16,
+            scan_interval: Duration::from_millis(100),
+            read_budget: 1 << 20,
+            fingerprint_bytes: 1024,
+        }
+    }
+
+    fn bodies(rx: &Receiver<Chunk>, want: usize) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.len() < want && Instant::now() < deadline {
+            if let Ok(c) = rx.recv_timeout(Duration::from_millis(100)) {
+                for r in c.records {
+                    if let Record::Log(l) = r {
+                        let trunc = !l.attributes.is_empty();
+                        out.push((String::from_utf8_lossy(&l.body).into_owned(), trunc));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn glob_base_finds_the_static_prefix() {
+        assert_eq!(glob_base("/var/log/*.log"), ("/var/log".into(), false));
+        assert_eq!(glob_base("/var/**/x.log"), ("/var".into(), true));
+        assert_eq!(glob_base("/a/b.log"), ("/a".into(), false));
+        assert_eq!(glob_base("*.log"), (".".into(), false));
+    }
+
+    #[test]
+    fn reads_lines_holds_partial_lines_and_cuts_long_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"old\n").unwrap();
+        std::fs::write(dir.path().join("b.log.gz"), b"ignored\n").unwrap();
+        let ledger = Arc::new(Ledger::new(1, None).unwrap());
+        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+        let stats = Arc::new(TailStats::default());
+        let (t, wake) = Tailer::new(
+            vec![spec(dir.path(), StartAt::End)],
+            tx,
+            ledger,
+            stats.clone(),
+        )
+        .unwrap();
+        let h = std::thread::spawn(move || t.run());
+        std::thread::sleep(Duration::from_millis(300));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"one\r\ntw").unwrap();
+        f.flush().unwrap();
+        assert_eq!(bodies(&rx, 1), vec![("one".to_string(), false)]);
+        f.write_all(b"o\nthis line is far too long for us\nend\n")
+            .unwrap();
+        let got = bodies(&rx, 3);
+        assert_eq!(
+            got,
+            vec![
+                ("two".to_string(), false),
+                ("this line is far".to_string(), true),
+                ("end".to_string(), false)
+            ]
+        );
+        wake.send(Wake::Stop).unwrap();
+        h.join().unwrap();
+        assert_eq!(stats.truncated_lines.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn resumes_from_the_committed_offset_and_not_for_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"1\n2\n3\n").unwrap();
+        let store = sidekick_pipeline::Checkpoints::open(&data).unwrap();
+        {
+            let ledger = Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+            let key = {
+                let md = std::fs::metadata(&path).unwrap();
+                format!("{}:{}", md.dev(), md.ino())
+            };
+            let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+            let (mut t, _w) = Tailer::new(
+                vec![spec(dir.path(), StartAt::Beginning)],
+                tx,
+                ledger.clone(),
+                Arc::default(),
+            )
+            .unwrap();
+            t.scan();
+            t.read_pass();
+            let c = rx.try_recv().unwrap();
+            assert_eq!(c.records.len(), 3);
+            // Acknowledge only up to "1\n2\n".
+            let (id, _) = ledger.source(&key);
+            let b = ledger.begin_batch(vec![Position {
+                source: id,
+                offset: 4,
+            }]);
+            ledger.ack(b);
+            ledger.persist().unwrap();
+        }
+        let ledger = Arc::new(Ledger::new(1, Some(store)).unwrap());
+        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+        let (mut t, _w) = Tailer::new(
+            vec![spec(dir.path(), StartAt::Beginning)],
+            tx,
+            ledger,
+            Arc::default(),
+        )
+        .unwrap();
+        t.scan();
+        t.read_pass();
+        let c = rx.try_recv().unwrap();
+        let got: Vec<_> = c
+            .records
+            .iter()
+            .map(|r| match r {
+                Record::Log(l) => l.body.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(got, vec![Bytes::from_static(b"3")]);
+    }
+}

@@ -1,0 +1,1051 @@
+//! The outputs: fan-out, HTTP transport with retries, file and stdout.
+//!
+//! [`Outputs::send`] hands each batch to every output. An output holds at most
+//! `max_in_flight` batches; a full output makes `send` wait, which is how a
+//! slow or unreachable collector slows the batcher and, through the bounded
+//! queue, the tailers, instead of growing memory.
+//!
+//! - HTTP outputs (`otlp_http`, `http_ndjson`) run one tokio task per batch:
+//!   encoding and compression happen in `spawn_blocking` so the async workers
+//!   only move bytes, then each request is retried with jittered exponential
+//!   backoff until it succeeds, is refused for good (a 4xx other than
+//!   408/429: logged, counted, dropped), or shutdown's deadline passes.
+//! - `file` and `stdout` outputs each own one writer thread fed in batch order,
+//!   so lines never interleave; a failed write (a full disk) is retried with
+//!   backoff from where it stopped.
+//!
+//! Invariants:
+//! - each output acknowledges each batch to the ledger exactly once, after
+//!   delivery or after dropping it for good; a batch abandoned at shutdown is
+//!   not acknowledged, so it is read again after a restart;
+//! - an output's in-flight slot is released only after its acknowledgement,
+//!   so "no batch in flight" means "everything acknowledged".
+
+use crate::backoff::Backoff;
+use crate::compress::Compression;
+use crate::{ndjson, otlp, Resource};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+use sidekick_pipeline::{now_unix_nano, Batch, Ledger};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// TLS settings of an HTTP output. By default the server is verified against
+/// the built-in web PKI roots and no client certificate is sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// A PEM file of extra CA certificates to trust (beside the built-in
+    /// roots).
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate chain for mutual TLS (needs `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Backoff between retries of a failed request or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Upper bound of the first delay (doubling after each failure).
+    pub initial: Duration,
+    /// Largest delay, also the cap on a server's `Retry-After`.
+    pub max: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Settings of an HTTP output (`otlp_http` or `http_ndjson`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// For `otlp_http`, the base URL (`/v1/logs` and `/v1/metrics` are
+    /// appended); for `http_ndjson`, the URL posted to.
+    pub endpoint: String,
+    /// Body compression.
+    pub compression: Compression,
+    /// Extra request headers (`authorization`, ...). Values are never logged.
+    pub headers: Vec<(String, String)>,
+    /// Time limit of one request, from connecting to the end of the reply.
+    pub timeout: Duration,
+    /// TLS roots and client identity.
+    pub tls: TlsConfig,
+    /// Batches in flight at once; more makes [`Outputs::send`] wait.
+    pub max_in_flight: usize,
+    /// Backoff between retries.
+    pub retry: RetryConfig,
+}
+
+impl HttpConfig {
+    /// Defaults for everything but the endpoint.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        HttpConfig {
+            endpoint: endpoint.into(),
+            compression: Compression::Gzip,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            tls: TlsConfig::default(),
+            max_in_flight: 4,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    /// A local OpenTelemetry Collector: `http://127.0.0.1:4318`.
+    fn default() -> Self {
+        HttpConfig::new("http://127.0.0.1:4318")
+    }
+}
+
+/// What an output is and where it sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputKind {
+    /// OTLP/HTTP protobuf to `{endpoint}/v1/logs` and `{endpoint}/v1/metrics`.
+    OtlpHttp(HttpConfig),
+    /// NDJSON posted to the endpoint.
+    HttpNdjson(HttpConfig),
+    /// NDJSON appended to a file (created if missing; its directory must
+    /// exist).
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// NDJSON on standard output.
+    Stdout,
+}
+
+/// One configured output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    /// Its name in logs and statistics (`otlp_http[0]`).
+    pub name: String,
+    /// What it is.
+    pub kind: OutputKind,
+}
+
+/// Live counters of one output, for the telemetry endpoint and `status`.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// The output's name.
+    pub name: String,
+    /// Batches delivered.
+    pub batches_sent: AtomicU64,
+    /// Records (logs and metric points) delivered.
+    pub records_sent: AtomicU64,
+    /// Bytes delivered, as on the wire (after compression).
+    pub bytes_sent: AtomicU64,
+    /// Batches (or, for `otlp_http`, the logs or metrics part of one) refused
+    /// for good and dropped.
+    pub batches_dropped: AtomicU64,
+    /// Records in the dropped batches.
+    pub records_dropped: AtomicU64,
+    /// Retries of requests or writes.
+    pub retries: AtomicU64,
+    /// Batches accepted and not yet acknowledged.
+    pub in_flight: AtomicU64,
+    /// When a batch was last delivered (0: never).
+    pub last_success_unix_nano: AtomicU64,
+}
+
+impl OutputStats {
+    /// Zeroed counters for the output `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        OutputStats {
+            name: name.into(),
+            ..OutputStats::default()
+        }
+    }
+}
+
+/// Why the outputs could not start. Every message names the output.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// No output was configured.
+    #[error("no output configured")]
+    NoOutputs,
+    /// The endpoint is not an http(s) URL.
+    #[error("output {output}: bad endpoint {url:?}: {reason}")]
+    BadEndpoint {
+        /// The output.
+        output: String,
+        /// The endpoint as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A header name or value cannot be sent.
+    #[error("output {output}: bad header {header:?}: {reason}")]
+    BadHeader {
+        /// The output.
+        output: String,
+        /// The header's name (its value is a secret, never shown).
+        header: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TLS file cannot be read.
+    #[error("output {output}: cannot read TLS file {}: {source}", path.display())]
+    TlsFile {
+        /// The output.
+        output: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A TLS file was read but holds no usable certificate or key, or the
+    /// settings are incomplete.
+    #[error("output {output}: bad TLS setting {}: {reason}", path.display())]
+    BadTls {
+        /// The output.
+        output: String,
+        /// The file (or setting) at fault.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("output {output}: cannot build HTTP client: {reason}")]
+    Client {
+        /// The output.
+        output: String,
+        /// Why.
+        reason: String,
+    },
+    /// The output file cannot be opened for appending.
+    #[error("output {output}: cannot open {}: {source}", path.display())]
+    OpenFile {
+        /// The output.
+        output: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The writer thread of a file or stdout output could not be started.
+    #[error("output {output}: cannot start writer thread: {source}")]
+    Thread {
+        /// The output.
+        output: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Every configured output, running.
+#[derive(Debug)]
+pub struct Outputs {
+    outputs: Vec<Output>,
+    ledger: Arc<Ledger>,
+    rt: tokio::runtime::Handle,
+    abandon: Abandon,
+}
+
+impl Outputs {
+    /// Starts every output. `ledger` was created with `configs.len()` outputs.
+    /// Async work runs on `rt`.
+    pub fn start(
+        configs: Vec<OutputConfig>,
+        resource: Arc<Resource>,
+        ledger: Arc<Ledger>,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Outputs, OutputError> {
+        if configs.is_empty() {
+            return Err(OutputError::NoOutputs);
+        }
+        let (abandon, signal) = Abandon::new();
+        let mut outputs = Vec::with_capacity(configs.len());
+        for cfg in configs {
+            let stats = Arc::new(OutputStats::new(cfg.name.clone()));
+            let ctx = Ctx {
+                name: cfg.name.clone(),
+                stats: stats.clone(),
+                ledger: ledger.clone(),
+                resource: resource.clone(),
+                signal: signal.clone(),
+            };
+            let (route, max_in_flight) = match cfg.kind {
+                OutputKind::OtlpHttp(http) => {
+                    let n = http.max_in_flight;
+                    (Route::Http(Arc::new(HttpOutput::new(ctx, http, true)?)), n)
+                }
+                OutputKind::HttpNdjson(http) => {
+                    let n = http.max_in_flight;
+                    (Route::Http(Arc::new(HttpOutput::new(ctx, http, false)?)), n)
+                }
+                OutputKind::File { path } => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|source| OutputError::OpenFile {
+                            output: cfg.name.clone(),
+                            path: path.clone(),
+                            source,
+                        })?;
+                    (Route::Writer(spawn_writer(ctx, Sink::File(file, path))?), 4)
+                }
+                OutputKind::Stdout => (Route::Writer(spawn_writer(ctx, Sink::Stdout)?), 4),
+            };
+            outputs.push(Output {
+                slots: Arc::new(Slots::new(max_in_flight, stats.clone())),
+                stats,
+                route,
+            });
+        }
+        Ok(Outputs {
+            outputs,
+            ledger,
+            rt,
+            abandon,
+        })
+    }
+
+    /// How many outputs there are.
+    pub fn len(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Whether there is no output (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+
+    /// The counters of each output, in configuration order.
+    pub fn stats(&self) -> Vec<Arc<OutputStats>> {
+        self.outputs.iter().map(|o| o.stats.clone()).collect()
+    }
+
+    /// Hands a batch to every output; called from the (non-async) batcher
+    /// thread, never from inside the runtime. Blocks while an output has
+    /// `max_in_flight` batches in flight: that is the backpressure.
+    pub fn send(&self, batch: Arc<Batch>) {
+        if batch.is_empty() {
+            // It only carries checkpoint positions: nothing to send.
+            for _ in &self.outputs {
+                self.ledger.ack(batch.id);
+            }
+            return;
+        }
+        for o in &self.outputs {
+            let slot = o.slots.acquire();
+            match &o.route {
+                Route::Http(h) => {
+                    self.rt.spawn(h.clone().deliver(batch.clone(), slot));
+                }
+                Route::Writer(tx) => {
+                    if tx
+                        .send(Job {
+                            batch: batch.clone(),
+                            slot,
+                        })
+                        .is_err()
+                    {
+                        // Only if the writer thread panicked. The batch stays
+                        // unacknowledged: it is read again after a restart.
+                        tracing::error!(output = %o.stats.name, batch = batch.id,
+                            "writer thread is gone; batch not written");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops taking batches, waits for in-flight ones (retries go on) until
+    /// `deadline`, then abandons what is left (unacknowledged: it will be
+    /// re-read after restart). Returns whether everything was acknowledged.
+    pub fn shutdown(self, deadline: Instant) -> bool {
+        let Outputs {
+            outputs, abandon, ..
+        } = self;
+        // Closing a writer's queue ends its thread after its last batch.
+        let slots: Vec<(String, Arc<Slots>)> = outputs
+            .into_iter()
+            .map(|o| (o.stats.name.clone(), o.slots))
+            .collect();
+        let mut all = true;
+        for (name, s) in &slots {
+            let left = s.wait_empty(deadline);
+            if left > 0 {
+                tracing::warn!(output = %name, batches = left,
+                    "shutdown deadline passed; abandoning unacknowledged batches");
+                all = false;
+            }
+        }
+        abandon.fire();
+        all
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared pieces.
+
+#[derive(Debug)]
+struct Output {
+    stats: Arc<OutputStats>,
+    slots: Arc<Slots>,
+    route: Route,
+}
+
+#[derive(Debug)]
+enum Route {
+    Http(Arc<HttpOutput>),
+    Writer(crossbeam_channel::Sender<Job>),
+}
+
+/// What every output's workers share.
+#[derive(Debug)]
+struct Ctx {
+    name: String,
+    stats: Arc<OutputStats>,
+    ledger: Arc<Ledger>,
+    resource: Arc<Resource>,
+    signal: AbandonSignal,
+}
+
+impl Ctx {
+    fn delivered(&self, records: usize) {
+        self.stats.batches_sent.fetch_add(1, Relaxed);
+        self.stats.records_sent.fetch_add(records as u64, Relaxed);
+        self.stats
+            .last_success_unix_nano
+            .store(now_unix_nano(), Relaxed);
+    }
+
+    fn dropped(&self, records: usize) {
+        self.stats.batches_dropped.fetch_add(1, Relaxed);
+        self.stats
+            .records_dropped
+            .fetch_add(records as u64, Relaxed);
+    }
+}
+
+/// The bounded in-flight count of one output, waited on from plain threads
+/// (`send`, `shutdown`).
+#[derive(Debug)]
+struct Slots {
+    max: usize,
+    used: Mutex<usize>,
+    changed: Condvar,
+    stats: Arc<OutputStats>,
+}
+
+impl Slots {
+    fn new(max: usize, stats: Arc<OutputStats>) -> Self {
+        Slots {
+            max: max.max(1),
+            used: Mutex::new(0),
+            changed: Condvar::new(),
+            stats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        // The count is updated in single steps: a poisoned lock is consistent.
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a free slot and takes it.
+    fn acquire(self: &Arc<Self>) -> Slot {
+        let mut used = self.lock();
+        while *used >= self.max {
+            used = self.changed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        self.stats.in_flight.fetch_add(1, Relaxed);
+        Slot(self.clone())
+    }
+
+    /// Waits until no slot is taken or `deadline` passes; returns how many
+    /// are still taken.
+    fn wait_empty(&self, deadline: Instant) -> usize {
+        let mut used = self.lock();
+        while *used > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            used = self
+                .changed
+                .wait_timeout(used, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *used
+    }
+}
+
+/// One taken in-flight slot, given back when dropped (also on panic or when
+/// the runtime drops the task).
+#[derive(Debug)]
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut used = self.0.lock();
+        *used = used.saturating_sub(1);
+        self.0.stats.in_flight.fetch_sub(1, Relaxed);
+        drop(used);
+        self.0.changed.notify_all();
+    }
+}
+
+/// Fired at shutdown's deadline (or when `Outputs` is dropped): workers stop
+/// retrying and leave their batches unacknowledged.
+#[derive(Debug)]
+struct Abandon {
+    watch: watch::Sender<bool>,
+    // Never sent on: dropping it wakes the writer threads' waits.
+    _sync: crossbeam_channel::Sender<()>,
+}
+
+#[derive(Debug, Clone)]
+struct AbandonSignal {
+    watch: watch::Receiver<bool>,
+    sync: crossbeam_channel::Receiver<()>,
+}
+
+impl Abandon {
+    fn new() -> (Abandon, AbandonSignal) {
+        let (wtx, wrx) = watch::channel(false);
+        let (stx, srx) = crossbeam_channel::bounded(0);
+        (
+            Abandon {
+                watch: wtx,
+                _sync: stx,
+            },
+            AbandonSignal {
+                watch: wrx,
+                sync: srx,
+            },
+        )
+    }
+
+    fn fire(self) {
+        self.watch.send_replace(true);
+        // Dropping `self` disconnects the sync channel.
+    }
+}
+
+impl AbandonSignal {
+    /// Resolves once abandoned.
+    async fn abandoned(&self) {
+        let mut rx = self.watch.clone();
+        // An error means the sender is gone: `Outputs` was dropped.
+        let _ = rx.wait_for(|a| *a).await;
+    }
+
+    /// Sleeps for `d` in a plain thread; returns false if abandoned meanwhile.
+    fn sleep(&self, d: Duration) -> bool {
+        matches!(
+            self.sync.recv_timeout(d),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+        )
+    }
+
+    fn is_abandoned(&self) -> bool {
+        *self.watch.borrow() || self.watch.has_changed().is_err()
+    }
+}
+
+/// An error with its causes, as one line (reqwest hides the useful part,
+/// such as "connection refused", in the source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// HTTP outputs.
+
+#[derive(Debug)]
+struct HttpOutput {
+    ctx: Ctx,
+    client: reqwest::Client,
+    /// `otlp_http`: logs and metrics URLs; `http_ndjson`: one URL for both.
+    otlp: bool,
+    logs_url: Url,
+    metrics_url: Url,
+    headers: HeaderMap,
+    compression: Compression,
+    retry: RetryConfig,
+    /// Encode buffers given back after compression, reused by later batches.
+    buffers: Mutex<Vec<Vec<u8>>>,
+    max_buffers: usize,
+}
+
+/// Largest encode buffer kept for reuse; a bigger one is freed after use.
+const MAX_POOLED_BUFFER: usize = 16 << 20;
+
+/// One request body of a batch.
+#[derive(Debug)]
+struct Part {
+    url: Url,
+    body: Bytes,
+    records: usize,
+}
+
+enum Outcome {
+    Sent,
+    Dropped,
+    Abandoned,
+}
+
+impl HttpOutput {
+    fn new(ctx: Ctx, cfg: HttpConfig, otlp: bool) -> Result<Self, OutputError> {
+        let name = ctx.name.clone();
+        let bad_url = |reason: String| OutputError::BadEndpoint {
+            output: name.clone(),
+            url: cfg.endpoint.clone(),
+            reason,
+        };
+        let parse = |s: &str| -> Result<Url, OutputError> {
+            let url = Url::parse(s).map_err(|e| bad_url(e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad_url(format!(
+                    "scheme {:?} is not http or https",
+                    url.scheme()
+                )));
+            }
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(bad_url("no host".into()));
+            }
+            Ok(url)
+        };
+        let (logs_url, metrics_url) = if otlp {
+            let base = cfg.endpoint.trim_end_matches('/');
+            (
+                parse(&format!("{base}/v1/logs"))?,
+                parse(&format!("{base}/v1/metrics"))?,
+            )
+        } else {
+            let url = parse(&cfg.endpoint)?;
+            (url.clone(), url)
+        };
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if otlp {
+                "application/x-protobuf"
+            } else {
+                "application/x-ndjson"
+            }),
+        );
+        if let Some(enc) = cfg.compression.content_encoding() {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
+        }
+        for (k, v) in &cfg.headers {
+            let bad = |reason: String| OutputError::BadHeader {
+                output: name.clone(),
+                header: k.clone(),
+                reason,
+            };
+            let key = HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            let mut value = HeaderValue::from_str(v)
+                .map_err(|_| bad("value holds characters not allowed in a header".into()))?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+
+        let client = build_client(&name, &cfg)?;
+        let max_buffers = cfg.max_in_flight.max(1);
+        Ok(HttpOutput {
+            ctx,
+            client,
+            otlp,
+            logs_url,
+            metrics_url,
+            headers,
+            compression: cfg.compression,
+            retry: cfg.retry,
+            buffers: Mutex::new(Vec::new()),
+            max_buffers,
+        })
+    }
+
+    /// Delivers one batch and acknowledges it; releases `slot` when done.
+    async fn deliver(self: Arc<Self>, batch: Arc<Batch>, slot: Slot) {
+        let this = self.clone();
+        let b = batch.clone();
+        let parts = match tokio::task::spawn_blocking(move || this.encode(&b)).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => return self.fail_encode(&batch, &e.to_string()),
+            Err(e) => return self.fail_encode(&batch, &e.to_string()),
+        };
+        let outcomes = match parts.as_slice() {
+            [one] => vec![self.post(one).await],
+            [logs, metrics] => {
+                let (a, b) = tokio::join!(self.post(logs), self.post(metrics));
+                vec![a, b]
+            }
+            _ => Vec::new(),
+        };
+        if outcomes.iter().any(|o| matches!(o, Outcome::Abandoned)) {
+            // Left unacknowledged on purpose: read again after a restart.
+            drop(slot);
+            return;
+        }
+        let mut dropped = false;
+        for (part, outcome) in parts.iter().zip(&outcomes) {
+            match outcome {
+                Outcome::Sent => {
+                    let st = &self.ctx.stats;
+                    st.records_sent.fetch_add(part.records as u64, Relaxed);
+                    st.bytes_sent.fetch_add(part.body.len() as u64, Relaxed);
+                }
+                _ => {
+                    self.ctx
+                        .stats
+                        .records_dropped
+                        .fetch_add(part.records as u64, Relaxed);
+                    dropped = true;
+                }
+            }
+        }
+        let st = &self.ctx.stats;
+        if dropped {
+            st.batches_dropped.fetch_add(1, Relaxed);
+        } else {
+            st.batches_sent.fetch_add(1, Relaxed);
+            st.last_success_unix_nano.store(now_unix_nano(), Relaxed);
+        }
+        self.ctx.ledger.ack(batch.id);
+        drop(slot);
+    }
+
+    /// An encoding failure cannot get better by retrying: the batch is
+    /// dropped and acknowledged like a refused one.
+    fn fail_encode(&self, batch: &Batch, error: &str) {
+        tracing::error!(output = %self.ctx.name, batch = batch.id, %error,
+            "cannot encode batch; dropping it");
+        self.ctx.dropped(batch.len());
+        self.ctx.ledger.ack(batch.id);
+    }
+
+    /// Encodes and compresses a batch into its request bodies. CPU work: runs
+    /// on the blocking pool.
+    fn encode(&self, batch: &Batch) -> io::Result<Vec<Part>> {
+        let mut parts = Vec::with_capacity(2);
+        if !self.otlp {
+            let body = self.encode_one(|buf| ndjson::encode(batch, &self.ctx.resource, buf))?;
+            parts.push(Part {
+                url: self.logs_url.clone(),
+                body,
+                records: batch.len(),
+            });
+            return Ok(parts);
+        }
+        if !batch.logs.is_empty() {
+            let body =
+                self.encode_one(|buf| otlp::encode_logs(&batch.logs, &self.ctx.resource, buf))?;
+            parts.push(Part {
+                url: self.logs_url.clone(),
+                body,
+                records: batch.logs.len(),
+            });
+        }
+        if !batch.metrics.is_empty() {
+            let body = self
+                .encode_one(|buf| otlp::encode_metrics(&batch.metrics, &self.ctx.resource, buf))?;
+            parts.push(Part {
+                url: self.metrics_url.clone(),
+                body,
+                records: batch.metrics.len(),
+            });
+        }
+        Ok(parts)
+    }
+
+    fn encode_one(&self, encode: impl FnOnce(&mut Vec<u8>)) -> io::Result<Bytes> {
+        let mut buf = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        buf.clear();
+        encode(&mut buf);
+        if self.compression == Compression::None {
+            // The encoded bytes are the body: no copy.
+            return Ok(Bytes::from(buf));
+        }
+        let mut body = Vec::with_capacity(buf.len() / 4 + 256);
+        let res = self.compression.compress(&buf, &mut body);
+        if buf.capacity() <= MAX_POOLED_BUFFER {
+            let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < self.max_buffers {
+                pool.push(buf);
+            }
+        }
+        res.map(|()| Bytes::from(body))
+    }
+
+    /// Posts one body until it is accepted, refused for good, or abandoned.
+    async fn post(&self, part: &Part) -> Outcome {
+        let mut backoff = Backoff::new(self.retry.initial, self.retry.max);
+        loop {
+            let request = self
+                .client
+                .post(part.url.clone())
+                .headers(self.headers.clone())
+                .body(part.body.clone())
+                .send();
+            let result = tokio::select! {
+                biased;
+                _ = self.ctx.signal.abandoned() => return Outcome::Abandoned,
+                r = request => r,
+            };
+            let attempt = backoff.attempt() + 1;
+            let delay = match result {
+                Ok(resp) if resp.status().is_success() => {
+                    drain(resp).await;
+                    return Outcome::Sent;
+                }
+                Ok(resp) if retryable(resp.status()) => {
+                    let status = resp.status();
+                    let delay = match retry_after(resp.headers()) {
+                        Some(asked) => backoff.next_delay_after(asked),
+                        None => backoff.next_delay(),
+                    };
+                    drain(resp).await;
+                    tracing::warn!(output = %self.ctx.name, url = %part.url,
+                        status = status.as_u16(), attempt, delay_ms = delay.as_millis() as u64,
+                        "request failed; retrying");
+                    delay
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = reply_prefix(resp, 200).await;
+                    tracing::error!(output = %self.ctx.name, url = %part.url,
+                        status = status.as_u16(), %body, records = part.records,
+                        "request refused; dropping the batch");
+                    return Outcome::Dropped;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(output = %self.ctx.name, url = %part.url,
+                        error = %error_chain(&e), attempt, delay_ms = delay.as_millis() as u64,
+                        "request failed; retrying");
+                    delay
+                }
+            };
+            self.ctx.stats.retries.fetch_add(1, Relaxed);
+            tokio::select! {
+                biased;
+                _ = self.ctx.signal.abandoned() => return Outcome::Abandoned,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+fn build_client(name: &str, cfg: &HttpConfig) -> Result<reqwest::Client, OutputError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| OutputError::TlsFile {
+            output: name.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bad_tls = |path: &Path, reason: String| OutputError::BadTls {
+        output: name.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(cfg.timeout)
+        // A redirected POST may turn into a GET whose 200 would pass for a
+        // delivery; a collector has no business redirecting anyway.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &cfg.tls.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+            .map_err(|e| bad_tls(ca, error_chain(&e)))?;
+        if certs.is_empty() {
+            return Err(bad_tls(ca, "no PEM certificate in it".into()));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                bad_tls(
+                    cert,
+                    format!("with key {}: {}", key.display(), error_chain(&e)),
+                )
+            })?;
+            builder = builder.identity(id);
+        }
+        (Some(cert), None) => return Err(bad_tls(cert, "cert_file needs key_file".into())),
+        (None, Some(key)) => return Err(bad_tls(key, "key_file needs cert_file".into())),
+        (None, None) => {}
+    }
+    builder.build().map_err(|e| OutputError::Client {
+        output: name.to_string(),
+        reason: error_chain(&e),
+    })
+}
+
+/// 408, 429 and 5xx may succeed later; other failures will not.
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// `Retry-After` as delta-seconds. An HTTP-date (or anything else) gives
+/// `None`: the backoff decides.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Reads (and discards) a short reply so the connection can be reused; a
+/// long one is left unread and its connection closed.
+async fn drain(mut resp: reqwest::Response) {
+    let mut left = 64 * 1024usize;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        left = left.saturating_sub(chunk.len());
+        if left == 0 {
+            break;
+        }
+    }
+}
+
+/// The first `limit` bytes of a reply, as (lossy) text for a log line.
+async fn reply_prefix(mut resp: reqwest::Response, limit: usize) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk[..chunk.len().min(limit - buf.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// File and stdout outputs.
+
+#[derive(Debug)]
+struct Job {
+    batch: Arc<Batch>,
+    slot: Slot,
+}
+
+#[derive(Debug)]
+enum Sink {
+    File(std::fs::File, PathBuf),
+    Stdout,
+}
+
+impl Sink {
+    /// Writes `buf[*done..]`, advancing `done`, then flushes. After a failure
+    /// `done` says where to resume, so a retry neither repeats nor skips.
+    fn write(&mut self, buf: &[u8], done: &mut usize) -> io::Result<()> {
+        match self {
+            Sink::File(f, _) => write_from(f, buf, done),
+            Sink::Stdout => write_from(&mut io::stdout().lock(), buf, done),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Sink::File(_, p) => p.display().to_string(),
+            Sink::Stdout => "stdout".into(),
+        }
+    }
+}
+
+fn write_from(w: &mut impl Write, buf: &[u8], done: &mut usize) -> io::Result<()> {
+    while *done < buf.len() {
+        match w.write(&buf[*done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    w.flush()
+}
+
+fn spawn_writer(ctx: Ctx, sink: Sink) -> Result<crossbeam_channel::Sender<Job>, OutputError> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let name = ctx.name.clone();
+    std::thread::Builder::new()
+        .name(format!("sidekick-out-{name}"))
+        .spawn(move || run_writer(ctx, sink, rx))
+        .map_err(|source| OutputError::Thread {
+            output: name,
+            source,
+        })?;
+    Ok(tx)
+}
+
+/// The writer thread of a file or stdout output: batches in order, one
+/// encode buffer reused for all of them.
+fn run_writer(ctx: Ctx, mut sink: Sink, jobs: crossbeam_channel::Receiver<Job>) {
+    let retry = RetryConfig::default();
+    let mut buf = Vec::new();
+    let target = sink.describe();
+    for Job { batch, slot } in jobs {
+        if ctx.signal.is_abandoned() {
+            drop(slot);
+            continue;
+        }
+        buf.clear();
+        ndjson::encode(&batch, &ctx.resource, &mut buf);
+        let mut done = 0;
+        let mut backoff = Backoff::new(retry.initial, retry.max);
+        let delivered = loop {
+            match sink.write(&buf, &mut done) {
+                Ok(()) => break true,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(output = %ctx.name, target = %target, error = %e,
+                        attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64,
+                        "write failed; retrying");
+                    ctx.stats.retries.fetch_add(1, Relaxed);
+                    if !ctx.signal.sleep(delay) {
+                        break false;
+                    }
+                }
+            }
+        };
+        if delivered {
+            ctx.stats.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
+            ctx.delivered(batch.len());
+            ctx.ledger.ack(batch.id);
+        }
+        drop(slot);
+        if buf.capacity() > MAX_POOLED_BUFFER {
+            buf = Vec::new();
+        }
+    }
+}
