@@ -33,7 +33,7 @@ fn find_or_build() -> PathBuf {
     let bin = profile_dir.join("sidekick");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "sidekick", "--bin", "sidekick"])
+    cmd.args(["build", "-p", "sidekick", "--bin", "sidekick"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     match profile.as_str() {
         "debug" => {}
@@ -49,13 +49,22 @@ fn find_or_build() -> PathBuf {
     if let Some(target) = profile_dir.parent() {
         cmd.env("CARGO_TARGET_DIR", target);
     }
-    let status = cmd.status();
-    match status {
-        Ok(s) if s.success() && bin.is_file() => bin,
+    // The build's own output (the agent's warnings) is noise in test
+    // output unless the build fails.
+    let out = cmd.output();
+    match out {
+        Ok(o) if o.status.success() && bin.is_file() => bin,
         other => panic!(
             "the sidekick binary is missing or stale at {} and `cargo build -p sidekick` \
-             failed ({other:?}): run `cargo build -p sidekick` (or set SIDEKICK_BIN) and retry",
-            bin.display()
+             failed ({}): run `cargo build -p sidekick` (or set SIDEKICK_BIN) and retry\n{}",
+            bin.display(),
+            other
+                .as_ref()
+                .map_or_else(|e| e.to_string(), |o| o.status.to_string()),
+            other.as_ref().map_or_else(
+                |_| String::new(),
+                |o| String::from_utf8_lossy(&o.stderr).into_owned()
+            ),
         ),
     }
 }

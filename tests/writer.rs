@@ -53,16 +53,22 @@ impl LogFile {
         &self.path
     }
 
-    /// Appends the lines `seqs` in one `write` call.
+    /// Appends the lines `seqs`, tagged with the file's name, in one
+    /// `write` call.
     pub fn append(&mut self, seqs: Range<u64>, line_len: usize) {
         let tag = self
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        self.append_tagged(seqs, &tag, line_len);
+    }
+
+    /// Appends the lines `seqs`, tagged with `tag`, in one `write` call.
+    pub fn append_tagged(&mut self, seqs: Range<u64>, tag: &str, line_len: usize) {
         let mut buf = String::with_capacity((seqs.end - seqs.start) as usize * (line_len + 1));
         for seq in seqs {
-            buf.push_str(&line_for(seq, &tag, line_len));
+            buf.push_str(&line_for(seq, tag, line_len));
             buf.push('\n');
         }
         self.file

@@ -125,11 +125,7 @@ fn receive_main(listen: SocketAddr, out: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let opts = receive::ReceiveOptions {
-            listen,
-            out_dir: out,
-            max_body_bytes: 64 << 20,
-        };
+        let opts = receive::ReceiveOptions::new(listen, out);
         receive::run(opts, signal::terminated()).await
     })
 }

@@ -20,7 +20,7 @@ use sidekick_pipeline::{queue, BatchConfig, Batcher, Checkpoints, Ledger};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often acknowledged positions are written to disk.
+/// Longest wait of the checkpoint writer between two looks at its stop flag.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until a signal; returns the process exit code.
@@ -93,14 +93,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         );
     }
 
-    // Wait for a stop request, saving checkpoints as they advance.
-    loop {
-        match stop_rx.recv_timeout(PERSIST_EVERY) {
-            Ok(_) => break,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => persist(&ledger),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        }
-    }
+    // Save committed positions as soon as they advance, so that after a
+    // crash only unacknowledged batches (and at most one save in progress)
+    // are read again.
+    let persisting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let persister = {
+        let ledger = ledger.clone();
+        let persisting = persisting.clone();
+        std::thread::Builder::new()
+            .name("sidekick-ckpt".into())
+            .spawn(move || {
+                while persisting.load(std::sync::atomic::Ordering::Relaxed) {
+                    if ledger.wait_changed(PERSIST_EVERY) {
+                        persist(&ledger);
+                    }
+                }
+            })?
+    };
+
+    // Wait for a stop request.
+    let _ = stop_rx.recv();
     let deadline = Instant::now() + cfg.shutdown_timeout;
 
     let _ = tail_wake.send(Wake::Stop);
@@ -128,6 +140,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             Err(_) => tracing::error!("outputs still shared at shutdown"),
         }
     }
+    persisting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = persister.join();
     persist(&ledger);
     if complete {
         tracing::info!("stopped: everything read was acknowledged");

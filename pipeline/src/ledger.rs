@@ -52,6 +52,7 @@ pub struct Ledger {
     store: Option<Checkpoints>,
     state: Mutex<State>,
     idle: Condvar,
+    changed: Condvar,
 }
 
 impl Ledger {
@@ -70,6 +71,7 @@ impl Ledger {
                 ..State::default()
             }),
             idle: Condvar::new(),
+            changed: Condvar::new(),
         })
     }
 
@@ -174,6 +176,25 @@ impl Ledger {
         if st.pending.is_empty() {
             self.idle.notify_all();
         }
+        if st.dirty {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits up to `timeout` for committed positions to change since the
+    /// last [`Ledger::persist`]; returns whether they did. Lets a persister
+    /// save each advance promptly (saves coalesce while one is being written)
+    /// without a polling timer.
+    pub fn wait_changed(&self, timeout: Duration) -> bool {
+        let st = self.lock();
+        if st.dirty {
+            return true;
+        }
+        let (st, _) = self
+            .changed
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(|p| p.into_inner());
+        st.dirty
     }
 
     /// Batches not yet acknowledged by every output.

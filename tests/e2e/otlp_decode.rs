@@ -75,7 +75,7 @@ fn decodes_with_the_official_package(compression: &'static str) {
     let path = s.log("app.log");
     let lines: Vec<String> = (0..20).map(|i| line_for(i, "décodé ✓", 80)).collect();
     let mut file = LogFile::create(&path);
-    file.append(0..20, 80);
+    file.append_tagged(0..20, "décodé ✓", 80);
     let mut cfg = AgentConfig::new(&s.data, &[&s.log_glob()], &proxy.endpoint());
     cfg.start_at = "beginning";
     cfg.compression = compression;

@@ -273,16 +273,18 @@ impl CgroupFiles {
         // CPU time.
         match &self.cpuacct {
             Some(Dir::V2(d)) => {
-                if read(&d.join("cpu.stat"), buf) {
-                    let s = CpuStatV2::parse(buf);
-                    if let Some(v) = s.usage_usec {
-                        out.push(sum("cgroup.cpu.usage", "s", secs(v, 1e6)));
-                    }
-                    if let Some(v) = s.user_usec {
-                        out.push(sum("cgroup.cpu.user", "s", secs(v, 1e6)));
-                    }
-                    if let Some(v) = s.system_usec {
-                        out.push(sum("cgroup.cpu.system", "s", secs(v, 1e6)));
+                let s = if read(&d.join("cpu.stat"), buf) {
+                    CpuStatV2::parse(buf)
+                } else {
+                    CpuStatV2::default()
+                };
+                for (name, v) in [
+                    ("cgroup.cpu.usage", s.usage_usec),
+                    ("cgroup.cpu.user", s.user_usec),
+                    ("cgroup.cpu.system", s.system_usec),
+                ] {
+                    if let Some(v) = v {
+                        out.push(sum(name, "s", secs(v, 1e6)));
                     }
                 }
             }

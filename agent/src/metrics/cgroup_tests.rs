@@ -102,7 +102,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0
 ";
 
 // ---- cgroup v2, formats of Documentation/admin-guide/cgroup-v2.rst ----
-const V2_PROC_CGROUP: &str = "0::/kubepods.slice/kubepods-burstable.slice/cri-containerd-4f2c8a3c1b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a.scope\n";
+const V2_PROC_CGROUP: &str = "0::/kubepods.slice/kubepods-burstable.slice/cri-containerd-4f2c8a3c1b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f.scope\n";
 const V2_MOUNTINFO: &str =
     "30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
 const V2_CPU_STAT: &str = "usage_usec 2500000
@@ -169,14 +169,14 @@ fn v1_hybrid_host_resolves_each_controller_to_its_hierarchy() {
 #[test]
 fn v2_host_reads_everything_from_the_unified_cgroup() {
     let f = CgroupFiles::resolve(V2_PROC_CGROUP, V2_MOUNTINFO, &all_exist);
-    let dir = PathBuf::from("/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/cri-containerd-4f2c8a3c1b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a.scope");
+    let dir = PathBuf::from("/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/cri-containerd-4f2c8a3c1b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f.scope");
     assert_eq!(f.memory, Some(Dir::V2(dir.clone())));
     assert_eq!(f.cpu, Some(Dir::V2(dir.clone())));
     assert_eq!(f.io, Some(Dir::V2(dir.clone())));
     assert_eq!(f.psi, Some(dir));
     assert_eq!(
         container_id(&f.path).as_deref(),
-        Some("4f2c8a3c1b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a")
+        Some("4f2c8a3c1b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f")
     );
 }
 

@@ -499,7 +499,9 @@ async fn bad_bodies_get_400_with_a_reason_and_the_server_keeps_working() {
         gz.truncate(gz.len() / 2);
         gz
     };
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    // (path, headers, body, start of the expected reason)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/v1/logs",
             vec![],

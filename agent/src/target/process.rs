@@ -100,7 +100,18 @@ impl Target {
     /// What is known about it, for resource and event attributes.
     pub fn info(&self) -> TargetInfo {
         let stat = self.stat();
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        let read_cmdline =
+            || std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        let mut cmdline = read_cmdline();
+        // Right after a vfork-style spawn returns, the new program's
+        // arguments may not be set up yet (an empty cmdline): wait a little.
+        for _ in 0..20 {
+            if !cmdline.is_empty() || !self.is_alive() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            cmdline = read_cmdline();
+        }
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
