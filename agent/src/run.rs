@@ -6,26 +6,46 @@
 //! `shutdown_timeout` to have it acknowledged → checkpoints are persisted.
 //! A second signal persists the checkpoints (which only ever hold
 //! acknowledged positions) and exits at once.
+//!
+//! With a target, its exit (or its heartbeat file going stale) also starts
+//! the drain, after the tailer read every file to its end; in wrapper mode
+//! signals go to the child and sidekick exits with the child's exit code.
 
 use crate::config::{
     CompressionName, Config, LogSource, OutputSection, OutputType, StartAt as CfgStartAt,
+    TargetConfig,
 };
+use crate::metrics::{spawn_sampler, SamplerConfig};
 use crate::tail::{StartAt, TailSpec, TailStats, Tailer, Wake};
+use crate::target::{
+    forward_signals, open_for_writing, spawn_watch, CrashContext, ExitInfo, TargetSpec,
+    WatchOptions,
+};
 use crate::RunArgs;
 use anyhow::Context as _;
 use sidekick_outputs::{
     Compression, HttpConfig, OutputConfig, OutputKind, Outputs, RetryConfig, TlsConfig,
 };
 use sidekick_pipeline::{queue, BatchConfig, Batcher, Checkpoints, Ledger};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest wait of the checkpoint writer between two looks at its stop flag.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the agent until a signal; returns the process exit code.
+/// Why the supervisor stops.
+enum Stop {
+    /// SIGTERM or SIGINT (not in wrapper mode: there they go to the child).
+    Signal,
+    /// The target is gone for good and `exit_with_target` holds.
+    TargetExit(ExitInfo),
+}
+
+/// Runs the agent until a signal or the target's exit; returns the process
+/// exit code (the child's, in wrapper mode).
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let cfg = load(&args)?;
+    let mut cfg = load(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sidekick-io")
@@ -33,21 +53,93 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
 
+    // Queue: each chunk is at most one 256 KiB read; 16 of them bound what
+    // waits between the collectors and the batcher.
+    let (tx, rx) = queue::bounded(16);
+    // Dropping this stops every collector thread at once.
+    let (collectors_stop, collectors_stop_rx) = crossbeam_channel::bounded::<()>(0);
+
+    // The target first: its facts go into the resource, its open files may
+    // be the log sources.
+    let tcfg = cfg.target.clone().unwrap_or_default();
+    let crash = Arc::new(CrashContext::new(tcfg.crash_context_lines));
+    let (exits_tx, exits) = crossbeam_channel::bounded::<ExitInfo>(4);
+    // Attached by PID with no log source: tail what the target writes.
+    if let (true, Some(pid)) = (cfg.logs.is_empty(), tcfg.pid) {
+        let found = open_for_writing(pid).unwrap_or_default();
+        if found.is_empty() {
+            tracing::warn!(
+                pid,
+                "no log source given and the target has no file open for writing"
+            );
+        }
+        for path in found {
+            tracing::info!(pid, path = %path.display(), "tailing a file the target writes");
+            cfg.logs.push(LogSource::for_glob(path.to_string_lossy()));
+        }
+    }
     let output_cfgs = output_configs(&cfg)?;
     let store = Checkpoints::open(&cfg.data_dir)
         .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
     let ledger = Arc::new(Ledger::new(output_cfgs.len(), Some(store))?);
-    let resource = Arc::new(crate::resource::build(&cfg.resource));
+
+    // The tailer starts before the target is launched, so that even a
+    // target that exits at once has its last lines in its exit event.
+    let specs: Vec<TailSpec> = cfg.logs.iter().map(tail_spec).collect();
+    let tail_stats = Arc::new(TailStats::default());
+    let (tailer, tail_wake) = Tailer::new(specs, tx.clone(), ledger.clone(), tail_stats)?;
+    {
+        let wake = tail_wake.clone();
+        crash.set_catch_up(move || {
+            let (done, wait) = crossbeam_channel::bounded(1);
+            if wake.send(Wake::CatchUp(done)).is_ok() {
+                let _ = wait.recv_timeout(Duration::from_secs(1));
+            }
+        });
+    }
+    let tailer = tailer.with_crash_context(crash.clone());
+    let tailer_thread = std::thread::Builder::new()
+        .name("sidekick-tail".into())
+        .spawn(move || tailer.run())?;
+
+    let spec = target_spec(&tcfg)?;
+    let wrapper = matches!(spec, Some(TargetSpec::Command(_)));
+    let exit_with_target = tcfg.exit_with_target.unwrap_or(true);
+    let watch = match spec {
+        Some(spec) => Some(spawn_watch(
+            spec,
+            WatchOptions::default(),
+            tx.clone(),
+            exits_tx.clone(),
+            crash.clone(),
+            collectors_stop_rx.clone(),
+        )?),
+        None => None,
+    };
+    let target_pid = watch
+        .as_ref()
+        .map(|w| w.pid())
+        .unwrap_or_else(|| Arc::new(AtomicU32::new(0)));
+    if wrapper {
+        forward_signals(rt.handle(), target_pid.clone())
+            .context("cannot forward signals to the target")?;
+    }
+    let mut resource = crate::resource::build(&cfg.resource);
+    if let Some(info) = watch.as_ref().and_then(|w| w.target_info()) {
+        for a in info.attributes() {
+            if !resource.attributes.iter().any(|r| r.key == a.key) {
+                resource.attributes.push(a);
+            }
+        }
+    }
+
     let outputs = Arc::new(Outputs::start(
         output_cfgs,
-        resource,
+        Arc::new(resource),
         ledger.clone(),
         rt.handle().clone(),
     )?);
 
-    // Queue: each chunk is at most one 256 KiB read; 16 of them bound what
-    // waits between the tailers and the batcher.
-    let (tx, rx) = queue::bounded(16);
     let batch_cfg = BatchConfig {
         max_records: cfg.batch.max_records,
         max_bytes: cfg.batch.max_bytes.0 as usize,
@@ -66,22 +158,53 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             })?
     };
 
-    let specs: Vec<TailSpec> = cfg.logs.iter().map(tail_spec).collect();
-    let tail_stats = Arc::new(TailStats::default());
-    let (tailer, tail_wake) = Tailer::new(specs, tx, ledger.clone(), tail_stats)?;
-    let tailer = std::thread::Builder::new()
-        .name("sidekick-tail".into())
-        .spawn(move || tailer.run())?;
+    let m = &cfg.metrics;
+    let sampler = if (watch.is_some() && (m.process || m.cgroup)) || m.host {
+        Some(spawn_sampler(
+            SamplerConfig {
+                interval: m.interval,
+                process: m.process,
+                include_children: m.include_children,
+                cgroup: m.cgroup,
+                host: m.host,
+            },
+            target_pid.clone(),
+            tx.clone(),
+            crash.clone(),
+            collectors_stop_rx.clone(),
+        )?)
+    } else {
+        None
+    };
+    if let Some(hb) = tcfg.heartbeat_file.clone() {
+        spawn_heartbeat(
+            hb,
+            tcfg.heartbeat_timeout,
+            exits_tx.clone(),
+            collectors_stop_rx.clone(),
+        )?;
+    }
+    drop(exits_tx);
+    drop(tx);
+    drop(collectors_stop_rx);
 
-    // Signals: the first starts the drain, the second exits at once.
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<i32>(1);
+    // Signals: the first starts the drain (in wrapper mode it only goes to
+    // the child, whose exit then starts it), the second exits at once.
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<i32>(1);
     {
         let ledger = ledger.clone();
         crate::signal::watch(
             rt.handle(),
             move |sig| {
-                tracing::info!(signal = sig, "stopping: draining what was read");
-                let _ = stop_tx.send(sig);
+                if wrapper {
+                    tracing::info!(
+                        signal = sig,
+                        "signal forwarded to the target; draining when it exits"
+                    );
+                } else {
+                    tracing::info!(signal = sig, "stopping: draining what was read");
+                    let _ = signal_tx.send(sig);
+                }
             },
             move |sig| {
                 tracing::warn!(signal = sig, "second signal: exiting now");
@@ -96,14 +219,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Save committed positions as soon as they advance, so that after a
     // crash only unacknowledged batches (and at most one save in progress)
     // are read again.
-    let persisting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let persisting = Arc::new(AtomicBool::new(true));
     let persister = {
         let ledger = ledger.clone();
         let persisting = persisting.clone();
         std::thread::Builder::new()
             .name("sidekick-ckpt".into())
             .spawn(move || {
-                while persisting.load(std::sync::atomic::Ordering::Relaxed) {
+                while persisting.load(Ordering::Relaxed) {
                     if ledger.wait_changed(PERSIST_EVERY) {
                         persist(&ledger);
                     }
@@ -111,21 +234,62 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             })?
     };
 
-    // Wait for a stop request.
-    let _ = stop_rx.recv();
+    // Wait for a reason to stop.
+    let stop = loop {
+        crossbeam_channel::select! {
+            recv(signal_rx) -> _ => break Stop::Signal,
+            recv(exits) -> e => match e {
+                Ok(info) if exit_with_target || wrapper => break Stop::TargetExit(info),
+                Ok(info) => tracing::info!(pid = info.pid, "target gone; going on (exit_with_target: false)"),
+                // No watcher left (none configured): only a signal ends us.
+                Err(_) => {
+                    let _ = signal_rx.recv();
+                    break Stop::Signal;
+                }
+            },
+        }
+    };
     let deadline = Instant::now() + cfg.shutdown_timeout;
+    let code = match &stop {
+        Stop::Signal => 0,
+        Stop::TargetExit(info) => {
+            tracing::info!(
+                pid = info.pid,
+                code = info.code,
+                signal = info.signal,
+                "target exited: shipping what it wrote, then exiting"
+            );
+            if wrapper {
+                info.exit_code_for_sidekick()
+            } else {
+                0
+            }
+        }
+    };
 
-    let _ = tail_wake.send(Wake::Stop);
-    if tailer.join().is_err() {
+    // Stop the collectors: on the target's exit the tailer first reads
+    // every file to its end (the target's last words), the sampler takes a
+    // last sample.
+    let _ = tail_wake.send(match stop {
+        Stop::Signal => Wake::Stop,
+        Stop::TargetExit(_) => Wake::Drain,
+    });
+    if tailer_thread.join().is_err() {
         tracing::error!("the tailer panicked");
     }
-    // The tailer dropped its sender: the batcher flushes and returns.
+    drop(collectors_stop);
+    if let Some(s) = sampler {
+        let _ = s.join();
+    }
+    if let Some(w) = watch {
+        w.join();
+    }
+    // Every sender is gone now: the batcher flushes and returns.
     let drained = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match batcher_done.recv_timeout(left.min(PERSIST_EVERY)) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break true,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                persist(&ledger);
                 if left.is_zero() {
                     break false;
                 }
@@ -140,7 +304,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             Err(_) => tracing::error!("outputs still shared at shutdown"),
         }
     }
-    persisting.store(false, std::sync::atomic::Ordering::Relaxed);
+    persisting.store(false, Ordering::Relaxed);
     let _ = persister.join();
     persist(&ledger);
     if complete {
@@ -153,7 +317,67 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     // Dropping the runtime would wait for blocked requests; leave it.
     rt.shutdown_background();
-    Ok(0)
+    Ok(code)
+}
+
+/// How the config says the target is found.
+fn target_spec(t: &TargetConfig) -> anyhow::Result<Option<TargetSpec>> {
+    Ok(if let Some(pid) = t.pid {
+        Some(TargetSpec::Pid(pid))
+    } else if let Some(f) = &t.pid_file {
+        Some(TargetSpec::PidFile(f.clone()))
+    } else if let Some(re) = &t.process_name {
+        let re = regex::Regex::new(re).with_context(|| format!("target.process_name {re:?}"))?;
+        Some(TargetSpec::ProcessName(re))
+    } else {
+        t.command.clone().map(TargetSpec::Command)
+    })
+}
+
+/// For a container that cannot see the target's process: the target is gone
+/// when `path` is missing (after it existed, or `timeout` after start) or
+/// has not been touched for `timeout`.
+fn spawn_heartbeat(
+    path: std::path::PathBuf,
+    timeout: Duration,
+    exits: crossbeam_channel::Sender<ExitInfo>,
+    stop: crossbeam_channel::Receiver<()>,
+) -> std::io::Result<()> {
+    let started = Instant::now();
+    std::thread::Builder::new()
+        .name("sidekick-heartbeat".into())
+        .spawn(move || {
+            let mut seen = false;
+            let check = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            loop {
+                match stop.recv_timeout(check) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let age = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default());
+                let gone = match age {
+                    Ok(age) => {
+                        seen = true;
+                        age > timeout
+                    }
+                    Err(_) => seen || started.elapsed() > timeout,
+                };
+                if gone {
+                    tracing::info!(path = %path.display(), "heartbeat file gone or stale: the target is gone");
+                    let _ = exits.send(ExitInfo {
+                        pid: 0,
+                        code: None,
+                        signal: None,
+                        oom_killed: false,
+                        run_time: started.elapsed(),
+                    });
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn persist(ledger: &Ledger) {
@@ -187,6 +411,18 @@ pub fn load(args: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
+    }
+    let flag_target = args.pid.is_some()
+        || args.pid_file.is_some()
+        || args.process_name.is_some()
+        || !args.command.is_empty();
+    if flag_target {
+        // A target flag replaces the file's way of finding the target.
+        let t = cfg.target.get_or_insert_with(TargetConfig::default);
+        t.pid = args.pid;
+        t.pid_file = args.pid_file.clone();
+        t.process_name = args.process_name.clone();
+        t.command = (!args.command.is_empty()).then(|| args.command.clone());
     }
     cfg.validate()?;
     Ok(cfg)

@@ -16,6 +16,7 @@
 //!   fingerprint of its first bytes, so a reused inode is read from its start;
 //! - memory per file is bounded by `max_line_bytes` plus one read chunk.
 
+use crate::target::CrashContext;
 use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -88,6 +89,12 @@ pub enum Wake {
     Fs(notify::Result<notify::Event>),
     /// Stop reading and return.
     Stop,
+    /// The target is gone: read every file to its current end, ship held
+    /// partial last lines too (no newline will ever come), then return.
+    Drain,
+    /// Read every file to its current end and note held partial lines in
+    /// the crash context, then answer (the target's exit event waits).
+    CatchUp(Sender<()>),
 }
 
 type FileId = (u64, u64);
@@ -110,6 +117,9 @@ struct Tailed {
     skipping: bool,
     /// When the path stopped pointing at this file (rotated or deleted).
     rotated_at: Option<Instant>,
+    /// Bytes the saved fingerprint covers; grows with a short file up to
+    /// `fingerprint_bytes`, so a file shorter than that is still read.
+    fp_len: usize,
 }
 
 /// The tailer of every log source.
@@ -125,8 +135,9 @@ pub struct Tailer {
     _watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
     first_scan_done: bool,
-    stop: bool,
+    ctl: Control,
     warned: HashSet<String>,
+    crash: Option<Arc<CrashContext>>,
 }
 
 impl Tailer {
@@ -176,11 +187,18 @@ impl Tailer {
                 _watcher: watcher,
                 watched: HashSet::new(),
                 first_scan_done: false,
-                stop: false,
+                ctl: Control::default(),
                 warned: HashSet::new(),
+                crash: None,
             },
             wake_tx,
         ))
+    }
+
+    /// Keeps the last lines read in `crash`, for the target's exit event.
+    pub fn with_crash_context(mut self, crash: Arc<CrashContext>) -> Self {
+        self.crash = Some(crash);
+        self
     }
 
     /// Tails until told to stop (or the queue is gone).
@@ -194,14 +212,17 @@ impl Tailer {
             .max(Duration::from_millis(50));
         let mut next_scan = Instant::now();
         let mut rescan = false;
-        while !self.stop {
+        while !self.ctl.stop {
             if rescan || Instant::now() >= next_scan {
                 self.scan();
                 rescan = false;
                 next_scan = Instant::now() + scan_every;
             }
             let more = self.read_pass();
-            if self.stop {
+            if self.ctl.drain && !self.ctl.stop {
+                self.drain();
+            }
+            if self.ctl.stop {
                 break;
             }
             let timeout = if more {
@@ -236,11 +257,60 @@ impl Tailer {
         deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Reads every file to its current end, then ships held partial lines.
+    fn drain(&mut self) {
+        self.scan();
+        while self.read_pass() && !self.ctl.stop {}
+        let observed = now_unix_nano();
+        let ids: Vec<FileId> = self.files.keys().copied().collect();
+        for id in ids {
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
+            if f.buf.is_empty() || f.skipping {
+                continue;
+            }
+            let rest = f.buf.split().freeze();
+            f.consumed += rest.len() as u64;
+            let rec = line_record(rest, observed, &f.meta);
+            let chunk = Chunk {
+                records: vec![Record::Log(rec)],
+                position: Some(Position {
+                    source: f.source,
+                    offset: f.consumed,
+                }),
+            };
+            if !send(&self.tx, chunk, &self.wake, &mut self.ctl) {
+                break;
+            }
+        }
+        self.ctl.stop = true;
+    }
+
     /// Handles one wake-up; returns whether a rescan is needed.
     fn on_wake(&mut self, w: Wake) -> bool {
         match w {
             Wake::Stop => {
-                self.stop = true;
+                self.ctl.stop = true;
+                false
+            }
+            Wake::Drain => {
+                self.drain();
+                false
+            }
+            Wake::CatchUp(done) => {
+                self.scan();
+                while self.read_pass() && !self.ctl.stop {}
+                if let Some(crash) = &self.crash {
+                    let partial: Vec<Bytes> = self
+                        .files
+                        .values()
+                        .filter(|f| !f.buf.is_empty() && !f.skipping)
+                        .map(|f| Bytes::copy_from_slice(&f.buf))
+                        .collect();
+                    crash.push_lines(&partial);
+                }
+                let _ = done.send(());
                 false
             }
             Wake::Fs(Err(e)) => {
@@ -428,6 +498,7 @@ impl Tailer {
             buf: BytesMut::new(),
             skipping: false,
             rotated_at: None,
+            fp_len,
         })
     }
 
@@ -438,14 +509,21 @@ impl Tailer {
         let mut more = false;
         let mut close = Vec::new();
         for id in ids {
-            if self.stop {
+            if self.ctl.stop {
                 break;
             }
             let Some(f) = self.files.get_mut(&id) else {
                 continue;
             };
             let spec = &self.specs[f.spec].spec;
-            match read_file(f, spec, &self.tx, &self.stats, &self.wake, &mut self.stop) {
+            let io = Io {
+                tx: &self.tx,
+                stats: &self.stats,
+                wake: &self.wake,
+                ledger: &self.ledger,
+                crash: self.crash.as_deref(),
+            };
+            match read_file(f, spec, &io, &mut self.ctl) {
                 Ok(Outcome::More) => {
                     more = true;
                     self.dirty.insert(id);
@@ -459,7 +537,7 @@ impl Tailer {
                     }
                 }
                 Ok(Outcome::QueueClosed) => {
-                    self.stop = true;
+                    self.ctl.stop = true;
                 }
                 Err(e) => {
                     let key = format!("read {}", f.path.display());
@@ -484,6 +562,15 @@ impl Tailer {
     }
 }
 
+/// Requests that arrive while the tailer is busy.
+#[derive(Debug, Default)]
+struct Control {
+    /// Stop now.
+    stop: bool,
+    /// Read everything to the end, then stop.
+    drain: bool,
+}
+
 enum Outcome {
     /// Budget used up; more data may be waiting.
     More,
@@ -493,15 +580,24 @@ enum Outcome {
     QueueClosed,
 }
 
+/// What a file read talks to.
+struct Io<'a> {
+    tx: &'a Sender<Chunk>,
+    stats: &'a TailStats,
+    wake: &'a Receiver<Wake>,
+    ledger: &'a Ledger,
+    crash: Option<&'a CrashContext>,
+}
+
 /// Reads one file up to its budget, sending a chunk per read.
-fn read_file(
-    f: &mut Tailed,
-    spec: &TailSpec,
-    tx: &Sender<Chunk>,
-    stats: &TailStats,
-    wake: &Receiver<Wake>,
-    stop: &mut bool,
-) -> io::Result<Outcome> {
+fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io::Result<Outcome> {
+    let Io {
+        tx,
+        stats,
+        wake,
+        ledger,
+        crash,
+    } = *io;
     // copytruncate: the file is now shorter than what we consumed.
     let size = f.file.metadata()?.len();
     if size < f.consumed + f.buf.len() as u64 {
@@ -533,19 +629,44 @@ fn read_file(
         }
         budget = budget.saturating_sub(n);
         stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if f.fp_len < spec.fingerprint_bytes {
+            grow_fingerprint(f, spec, ledger)?;
+        }
         let chunk = split(f, spec, stats);
         if chunk.records.is_empty() && chunk.position.is_none() {
             continue;
         }
-        if !send(tx, chunk, wake, stop) {
+        if let Some(crash) = crash {
+            crash.push_lines(chunk.records.iter().filter_map(|r| match r {
+                Record::Log(l) => Some(&l.body),
+                Record::Metric(_) => None,
+            }));
+        }
+        if !send(tx, chunk, wake, ctl) {
             return Ok(Outcome::QueueClosed);
         }
     }
 }
 
+/// A file shorter than `fingerprint_bytes` when first seen: as it grows, its
+/// saved fingerprint covers more of it (only until it reaches the full size).
+fn grow_fingerprint(f: &mut Tailed, spec: &TailSpec, ledger: &Ledger) -> io::Result<()> {
+    let seen = f.consumed as usize + f.buf.len();
+    let len = seen.min(spec.fingerprint_bytes);
+    if len > f.fp_len {
+        let fp = fingerprint(&mut f.file, len)?;
+        f.fp_len = len;
+        ledger.set_meta(
+            f.source,
+            serde_json::json!({"path": f.meta.path, "fp": fp, "fp_len": len}),
+        );
+    }
+    Ok(())
+}
+
 /// Sends a chunk, blocking while the queue is full, but still listening for
 /// a stop request.
-fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, stop: &mut bool) -> bool {
+fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, ctl: &mut Control) -> bool {
     loop {
         match tx.send_timeout(chunk, Duration::from_millis(100)) {
             Ok(()) => return true,
@@ -553,13 +674,16 @@ fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, stop: &mut 
             Err(crossbeam_channel::SendTimeoutError::Timeout(c)) => {
                 chunk = c;
                 // Backpressure: look for a stop request without losing other wakes.
-                let pending: Vec<Wake> = wake.try_iter().collect();
-                for w in pending {
-                    if matches!(w, Wake::Stop) {
-                        *stop = true;
+                // (Filesystem events dropped here are covered by the next scan.)
+                for w in wake.try_iter() {
+                    match w {
+                        Wake::Stop => ctl.stop = true,
+                        Wake::Drain => ctl.drain = true,
+                        // The exit event goes without the very last lines.
+                        Wake::Fs(_) | Wake::CatchUp(_) => {}
                     }
                 }
-                if *stop {
+                if ctl.stop {
                     // Not committed: read again after a restart.
                     return false;
                 }

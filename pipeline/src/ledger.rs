@@ -125,12 +125,18 @@ impl Ledger {
         }
     }
 
-    /// Drops a source that is gone for good (deleted and fully read) once
-    /// nothing of it is in flight: its checkpoint is no longer saved.
+    /// Drops a source that is gone for good (deleted and fully read): its
+    /// checkpoint is no longer saved, and a source registered later under the
+    /// same key (a reused inode) gets a new id.
+    /// A file that later gets the same key (a reused inode) is a new source.
     pub fn retire(&self, id: SourceId) {
         let mut st = self.lock();
+        let st = &mut *st;
         if let Some(s) = st.sources.get_mut(id.0 as usize) {
             s.live = false;
+            if st.by_key.get(&s.key) == Some(&id) {
+                st.by_key.remove(&s.key);
+            }
             st.dirty = true;
         }
     }
@@ -336,5 +342,17 @@ mod tests {
         l2.persist().unwrap();
         let l3 = Ledger::new(1, Some(store)).unwrap();
         assert_eq!(l3.source("old").1.unwrap().offset, 3);
+    }
+
+    #[test]
+    fn a_retired_key_comes_back_as_a_new_source() {
+        let l = Ledger::new(1, None).unwrap();
+        let (s, _) = l.source("9:9");
+        l.set_committed(s, 50);
+        l.retire(s);
+        let (t, saved) = l.source("9:9");
+        assert_ne!(s, t);
+        assert!(saved.is_none());
+        assert_eq!(l.committed(t), 0);
     }
 }

@@ -13,9 +13,6 @@
 //! the cgroup (cgroup figures); a figure that cannot be read is left out of
 //! the sample, never reported as zero.
 
-// Until run.rs wires this collector, parts of its API are used by tests only.
-#![allow(dead_code, unused_imports)]
-
 mod cgroup;
 mod host;
 mod process;

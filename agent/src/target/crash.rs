@@ -18,11 +18,22 @@ pub const MAX_LINE: usize = 1024;
 
 /// The last lines read and the last sample taken, shared by the tailers,
 /// the sampler and the watcher.
-#[derive(Debug)]
 pub struct CrashContext {
     capacity: usize,
     lines: Mutex<VecDeque<Bytes>>,
     sample: Mutex<Vec<MetricPoint>>,
+    catch_up: Mutex<Option<CatchUp>>,
+}
+
+/// Brings the lines up to date (the tailer reads what the target wrote last).
+type CatchUp = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for CrashContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrashContext")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -37,10 +48,27 @@ impl CrashContext {
             capacity,
             lines: Mutex::new(VecDeque::with_capacity(capacity)),
             sample: Mutex::new(Vec::new()),
+            catch_up: Mutex::new(None),
+        }
+    }
+
+    /// Sets what [`CrashContext::catch_up`] runs: the supervisor makes the
+    /// tailer read every file to its end, so that an exit event carries the
+    /// target's very last lines.
+    pub fn set_catch_up(&self, f: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.catch_up) = Some(Box::new(f));
+    }
+
+    /// Reads what the target wrote last into the context (bounded in time by
+    /// the function set; nothing happens if none was set).
+    pub fn catch_up(&self) {
+        if let Some(f) = lock(&self.catch_up).as_ref() {
+            f();
         }
     }
 
     /// Records one line read from the target's logs.
+    #[cfg(test)]
     pub fn push_line(&self, line: &[u8]) {
         self.push_lines(std::iter::once(&Bytes::copy_from_slice(line)));
     }

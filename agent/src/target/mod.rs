@@ -15,18 +15,19 @@
 //! for a process that is not sidekick's child the exit code is reported as
 //! unknown unless the kernel still shows it (a zombie's `/proc/N/stat`).
 
-// Until run.rs wires this collector, parts of its API are used by tests only.
-#![allow(dead_code, unused_imports)]
-
 mod crash;
 mod launch;
+mod logs;
 mod process;
 mod watch;
 
 pub use crash::CrashContext;
-pub use launch::{forward_signals, launch};
-pub use process::{find_by_name, parse_stat, read_stat, Target, TargetInfo};
-pub use watch::{spawn_watch, ExitInfo, TargetSpec, WatchHandle, WatchOptions};
+pub use launch::forward_signals;
+pub use logs::open_for_writing;
+pub use process::parse_stat;
+#[cfg(test)]
+pub use watch::WatchHandle;
+pub use watch::{spawn_watch, ExitInfo, TargetSpec, WatchOptions};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
 use sidekick_pipeline::Chunk;

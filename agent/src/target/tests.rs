@@ -1,5 +1,6 @@
 //! The watcher against real processes.
 
+use super::process::Target;
 use super::*;
 use sidekick_pipeline::{AttrValue, LogRecord, Record};
 use std::process::{Command, Stdio};

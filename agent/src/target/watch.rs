@@ -286,6 +286,8 @@ impl Watcher {
                 Outcome::Replaced(t) => next = Some(Watched::Attached(t)),
                 Outcome::Exited(exit) => {
                     self.pid.store(0, Ordering::Release);
+                    // The target's last lines belong in its exit event.
+                    self.crash.catch_up();
                     self.emit(exit_event(&exit, &info, &self.crash));
                     if !self.restartable {
                         self.report_gone(exit);
