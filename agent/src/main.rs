@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+#[allow(dead_code)] mod formats;
 mod metrics;
 mod receive;
 mod resource;

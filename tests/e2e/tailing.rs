@@ -1,0 +1,1237 @@
+//! The log tailer end to end: real files changed by real writers (rotation
+//! by rename, copytruncate, deletion, inode reuse, a thousand files, odd
+//! content), tailed by a real `sidekick run`, shipped over real HTTP to a real
+//! `sidekick receive`; every line is accounted for by its sequence number.
+//!
+//! Some races are made deterministic by stopping the agent (SIGSTOP) while
+//! the files change, then letting it go on (SIGCONT): what the tailer then
+//! finds is exactly what a slow or busy tailer finds in production.
+
+use sidekick_e2e::{
+    line_for, seq_of, serial, wait_until, Agent, AgentConfig, Receiver, Record, Scratch, SeqReport,
+};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bytes per line (without the newline) unless a test says otherwise.
+const LINE_LEN: usize = 100;
+
+// ---------------------------------------------------------------------------
+// Helpers (small additions to the harness, kept here)
+// ---------------------------------------------------------------------------
+
+/// The config every test starts from: fast scans, short batches, files read
+/// from their start.
+fn config(s: &Scratch, include: &[&Path], receiver: &Receiver) -> AgentConfig {
+    let mut cfg = AgentConfig::new(&s.data, include, receiver.endpoint());
+    cfg.scan_interval = "200ms";
+    cfg.start_at = "beginning";
+    cfg.batch_timeout = "100ms";
+    cfg.max_records = 2000;
+    cfg.max_in_flight = 2;
+    cfg
+}
+
+/// Starts `sidekick run` with `cfg` plus per-source keys the harness's
+/// `AgentConfig` does not have (`max_line_bytes`, `max_open_files`, ...).
+fn start_agent(cfg: &AgentConfig, extra: &[(&str, &str)], dir: &Path) -> Agent {
+    let mut yaml = cfg.to_yaml();
+    let anchor = format!("    scan_interval: {}\n", cfg.scan_interval);
+    assert!(yaml.contains(&anchor), "unexpected config layout:\n{yaml}");
+    let mut with = anchor.clone();
+    for (k, v) in extra {
+        with.push_str(&format!("    {k}: {v}\n"));
+    }
+    yaml = yaml.replacen(&anchor, &with, 1);
+    let path = (0..)
+        .map(|n| dir.join(format!("tailing-{n}.yaml")))
+        .find(|p| !p.exists())
+        .expect("a free config name");
+    std::fs::write(&path, yaml).expect("write the config");
+    Agent::start_args(&["run", "-c", path.to_str().expect("UTF-8 path")], dir)
+}
+
+/// Waits until the agent logs that it tails `path`.
+fn wait_tailing(agent: &Agent, path: &Path) {
+    let p = path.to_str().expect("UTF-8 path").to_owned();
+    agent.wait_for_stderr_line(&format!("`tailing` {p}"), Duration::from_secs(15), |l| {
+        l.contains("tailing") && l.contains(&p)
+    });
+}
+
+/// Appends the lines `seqs` (tagged `tag`) to `file` in one write.
+fn append(file: &mut File, seqs: Range<u64>, tag: &str, len: usize) {
+    let mut buf = String::with_capacity((seqs.end - seqs.start) as usize * (len + 1));
+    for seq in seqs {
+        buf.push_str(&line_for(seq, tag, len));
+        buf.push('\n');
+    }
+    file.write_all(buf.as_bytes())
+        .expect("append to a log file");
+}
+
+fn open_append(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Waits (at most `timeout`, without panicking) until at least `want`
+/// records arrived, then until none has arrived for a while, so that late
+/// duplicates are counted too. The caller's assertions then say precisely
+/// what is missing.
+fn collect(receiver: &Receiver, want: usize, timeout: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    while receiver.count() < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    receiver.settle(Duration::from_millis(800), Duration::from_secs(10))
+}
+
+fn bodies(records: &[Record]) -> impl Iterator<Item = &str> {
+    records.iter().map(|r| r.body.as_str())
+}
+
+/// Records whose `log.file.path` is `path`.
+fn of_file<'a>(records: &'a [Record], path: &Path) -> Vec<&'a Record> {
+    let p = path.to_str().expect("UTF-8 path");
+    records
+        .iter()
+        .filter(|r| r.file_path.as_deref() == Some(p))
+        .collect()
+}
+
+fn is_truncated(r: &Record) -> bool {
+    matches!(
+        r.attributes.get("log.record.truncated"),
+        Some(serde_json::Value::Bool(true))
+    ) || r
+        .attributes
+        .get("log.record.truncated")
+        .and_then(serde_json::Value::as_str)
+        == Some("true")
+}
+
+/// `/proc/PID/fd/*` with their link targets.
+fn fd_targets(pid: u32) -> Vec<(PathBuf, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((e.path(), target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+fn fd_count(pid: u32) -> usize {
+    fd_targets(pid).len()
+}
+
+/// The agent's descriptors on files under `dir` (link targets, with
+/// " (deleted)" for deleted files).
+fn fds_under(pid: u32, dir: &Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    fd_targets(pid)
+        .into_iter()
+        .map(|(_, t)| t)
+        .filter(|t| t.starts_with(&d))
+        .collect()
+}
+
+/// Whether the agent holds a descriptor on inode `(dev, ino)`.
+fn holds_inode(pid: u32, dev: u64, ino: u64) -> bool {
+    fd_targets(pid)
+        .iter()
+        .any(|(link, _)| std::fs::metadata(link).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+}
+
+fn dev_ino(path: &Path) -> (u64, u64) {
+    let md = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (md.dev(), md.ino())
+}
+
+/// utime + stime of a process, in seconds.
+#[allow(unsafe_code)]
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
+}
+
+/// Sends `sig` to the agent (SIGSTOP / SIGCONT: freeze it while the files
+/// change, to make a race deterministic).
+#[allow(unsafe_code)]
+fn signal(agent: &Agent, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(agent.pid()).expect("pid fits");
+    // SAFETY: kill(2) takes plain integers; the agent is our unreaped child.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A frozen agent (SIGSTOP) that is let go again (SIGCONT) when dropped,
+/// even if the test panics meanwhile.
+struct Frozen<'a>(&'a Agent);
+
+impl<'a> Frozen<'a> {
+    fn new(agent: &'a Agent) -> Self {
+        signal(agent, libc::SIGSTOP);
+        // Wait until it is really stopped (state T in /proc/PID/stat).
+        let pid = agent.pid();
+        wait_until(
+            Duration::from_secs(5),
+            "the agent to stop (SIGSTOP)",
+            || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s[s.rfind(')').unwrap_or(0)..].starts_with(") T"))
+                    .unwrap_or(false)
+            },
+            String::new,
+        );
+        Self(agent)
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[allow(unsafe_code)]
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+// ---------------------------------------------------------------------------
+// A writer at a steady rate that rotates its file
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotate {
+    /// `app.log.N` → `app.log.N+1`, ..., `app.log` → `app.log.1`, new `app.log`.
+    Rename,
+    /// `app.log` → `app.log.1`, which is deleted at once; new `app.log`.
+    RenameDelete,
+    /// Copy `app.log` to `app.log.cN`, then truncate `app.log`, between two
+    /// writes of the writer itself.
+    CopyTruncate,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    /// Lines per second.
+    rate: u64,
+    rotations: u32,
+    period: Duration,
+}
+
+/// What the writer tells its caller.
+enum Event {
+    /// About to rotate; `written` lines so far.
+    BeforeRotate { written: u64 },
+    /// Rotation number `n` (1-based) done.
+    AfterRotate { n: u32 },
+}
+
+/// Writes seq 0.. to `path` at `load.rate` lines/s, in one write every 5 ms,
+/// rotating every `load.period`, for `(rotations + 1) × period` of writing
+/// (time spent in `hook` does not count). Returns the number of lines.
+fn write_rotating(path: &Path, load: Load, rotate: Rotate, mut hook: impl FnMut(Event)) -> u64 {
+    let tag = "app";
+    let mut file = open_append(path);
+    let mut seq = 0u64;
+    let mut rotated = 0u32;
+    let mut paused = Duration::ZERO;
+    let start = Instant::now();
+    let total = load.period * (load.rotations + 1);
+    loop {
+        let t = start.elapsed().saturating_sub(paused);
+        if t >= total {
+            break;
+        }
+        if rotated < load.rotations && t >= load.period * (rotated + 1) {
+            let hook_start = Instant::now();
+            hook(Event::BeforeRotate { written: seq });
+            paused += hook_start.elapsed();
+            let name = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+            match rotate {
+                Rotate::Rename => {
+                    for n in (1..=rotated).rev() {
+                        std::fs::rename(name(n), name(n + 1)).expect("shift a rotated file");
+                    }
+                    std::fs::rename(path, name(1)).expect("rotate by rename");
+                    file = open_append(path);
+                }
+                Rotate::RenameDelete => {
+                    std::fs::rename(path, name(1)).expect("rotate by rename");
+                    std::fs::remove_file(name(1)).expect("delete the rotated file");
+                    file = open_append(path);
+                }
+                Rotate::CopyTruncate => {
+                    let copy = PathBuf::from(format!("{}.c{}", path.display(), rotated + 1));
+                    std::fs::copy(path, copy).expect("copy");
+                    file.set_len(0).expect("truncate");
+                }
+            }
+            rotated += 1;
+            let hook_start = Instant::now();
+            hook(Event::AfterRotate { n: rotated });
+            paused += hook_start.elapsed();
+        }
+        let t = start.elapsed().saturating_sub(paused);
+        let due = (t.as_secs_f64() * load.rate as f64) as u64;
+        if due > seq {
+            append(&mut file, seq..due, tag, LINE_LEN);
+            seq = due;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seq
+}
+
+// ---------------------------------------------------------------------------
+// 1. Rotation by rename under load
+// ---------------------------------------------------------------------------
+
+const ROTATION_LOAD: Load = Load {
+    rate: 20_000,
+    rotations: 10,
+    period: Duration::from_secs(1),
+};
+
+fn rename_rotation_under_load(rotate: Rotate) {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    File::create(&app).expect("create app.log");
+    // `app.log` only: the rotated names match no glob, so only following
+    // the renamed file can save its last lines.
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &app);
+
+    let started = Instant::now();
+    let total = write_rotating(&app, ROTATION_LOAD, rotate, |_| {});
+    let wrote = started.elapsed();
+    let records = collect(&receiver, total as usize, Duration::from_secs(60));
+    let report = SeqReport::new(format!("{rotate:?} rotation"), total, bodies(&records));
+    eprintln!(
+        "{report}; {total} lines in {wrote:?} ({:.0} lines/s), {} rotations; peak RSS {} KiB",
+        total as f64 / wrote.as_secs_f64(),
+        ROTATION_LOAD.rotations,
+        agent.peak_rss_kib()
+    );
+    report.assert_exactly_once();
+    assert_eq!(
+        records.len() as u64,
+        total,
+        "records beyond the lines written"
+    );
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// A writer at 20,000 lines/s rotates by rename every second, 10 times:
+/// every line arrives exactly once.
+#[test]
+fn rename_rotation_under_load_delivers_every_line_exactly_once() {
+    rename_rotation_under_load(Rotate::Rename);
+}
+
+/// The same, with the rotated file deleted right after the rename: the
+/// tailer still reads it to its end through the descriptor it holds.
+#[test]
+fn rename_rotation_with_immediate_delete_delivers_every_line_exactly_once() {
+    rename_rotation_under_load(Rotate::RenameDelete);
+}
+
+/// A file rotated away (renamed, or renamed and deleted) while a new file
+/// already took its name is read to its end and then released: no
+/// descriptor on it is left after the rotation grace (2 s). The agent is
+/// frozen while the files change, so it finds the new `app.log` already in
+/// place, as a busy tailer does.
+#[test]
+fn rotated_and_deleted_files_are_read_to_their_end_and_released() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    append(&mut f, 0..100, "first", LINE_LEN);
+    let cfg = config(&s, &[&app], &receiver);
+    let agent = start_agent(&cfg, &[], s.path());
+    receiver.wait_for_logs(100, Duration::from_secs(15));
+
+    {
+        let _frozen = Frozen::new(&agent);
+        append(&mut f, 100..200, "first", LINE_LEN);
+        std::fs::rename(&app, s.log("app.log.1")).expect("rename");
+        f = open_append(&app);
+        append(&mut f, 200..300, "second", LINE_LEN);
+    }
+    receiver.wait_for_logs(300, Duration::from_secs(15));
+    {
+        let _frozen = Frozen::new(&agent);
+        append(&mut f, 300..400, "second", LINE_LEN);
+        std::fs::rename(&app, s.log("app.log.2")).expect("rename");
+        std::fs::remove_file(s.log("app.log.2")).expect("delete");
+        f = open_append(&app);
+        append(&mut f, 400..500, "third", LINE_LEN);
+    }
+    drop(f);
+    let records = collect(&receiver, 500, Duration::from_secs(15));
+    let report = SeqReport::new("app.log and its rotations", 500, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+
+    // Grace (2 s) after the end is reached, plus scans: 6 s is plenty.
+    let pid = agent.pid();
+    let mut left = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        left = fds_under(pid, &s.logs);
+        left.retain(|t| Path::new(t) != app);
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        left.is_empty(),
+        "6 s after the rotations the agent still holds descriptors on rotated or deleted \
+         files: {left:?} (all its descriptors under logs/: {:?})",
+        fds_under(pid, &s.logs)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. copytruncate
+// ---------------------------------------------------------------------------
+
+/// The writer itself copies and truncates between two of its writes, at
+/// 20,000 lines/s, 10 times; before each copytruncate it waits until the
+/// tailer has shipped what was written (lines still unread when the file
+/// is truncated are lost to any tailer: they are only in the copy, which no
+/// glob matches). Right after the truncation it writes on at full rate.
+/// Every line arrives exactly once.
+#[test]
+fn copytruncate_by_the_writer_under_load_delivers_every_line_exactly_once() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    File::create(&app).expect("create app.log");
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &app);
+
+    let mut catch_up = Duration::ZERO;
+    let total = write_rotating(&app, ROTATION_LOAD, Rotate::CopyTruncate, |ev| {
+        if let Event::BeforeRotate { written } = ev {
+            let t = Instant::now();
+            receiver.wait_for_logs(written as usize, Duration::from_secs(30));
+            catch_up = catch_up.max(t.elapsed());
+        }
+    });
+    let records = collect(&receiver, total as usize, Duration::from_secs(60));
+    let report = SeqReport::new("copytruncate (by the writer)", total, bodies(&records));
+    eprintln!("{report}; longest wait for the tailer to catch up: {catch_up:?}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// The lines of a file, by sequence number, as they are on disk now (a torn
+/// last line is not counted).
+fn seqs_on_disk(path: &Path) -> Vec<u64> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    data[..end]
+        .split(|&b| b == b'\n')
+        .filter_map(|l| seq_of(std::str::from_utf8(l).ok()?))
+        .collect()
+}
+
+/// copytruncate by another process, racing the writer (20,000 lines/s, 10
+/// times): no line arrives twice; the lines written between the copy and
+/// the truncation (in no file any more) are lost to any tailer, and so are
+/// the last lines of a generation the tailer had not read yet when it was
+/// truncated (they are only in the copy). Everything else arrives: in each
+/// copy, the lines that did not arrive are its last ones (a truncation
+/// noticed late would lose lines at the start of the next generation), and
+/// the last generation arrives whole. The test prints how many were lost
+/// which way.
+#[test]
+fn copytruncate_racing_the_writer_loses_only_what_copytruncate_loses() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    File::create(&app).expect("create app.log");
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &app);
+
+    let load = ROTATION_LOAD;
+    let copies: Vec<PathBuf> = (1..=load.rotations)
+        .map(|n| s.log(&format!("app.log.c{n}")))
+        .collect();
+    // The writer never rotates by itself; this thread copies and truncates.
+    let steady = Load {
+        rotations: 0,
+        period: load.period * (load.rotations + 1),
+        ..load
+    };
+    let total = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_rotating(&app, steady, Rotate::CopyTruncate, |_| {}));
+        for copy in &copies {
+            std::thread::sleep(load.period);
+            std::fs::copy(&app, copy).expect("copy");
+            OpenOptions::new()
+                .write(true)
+                .open(&app)
+                .expect("open app.log to truncate it")
+                .set_len(0)
+                .expect("truncate");
+        }
+        writer.join().expect("the writer panicked")
+    });
+    // How many arrive is not known in advance: wait until nothing more comes.
+    let records = receiver.settle(Duration::from_millis(2000), Duration::from_secs(60));
+    let report = SeqReport::new("copytruncate (racing)", total, bodies(&records));
+    let mut delivered = vec![0u32; total as usize];
+    for r in &records {
+        if let Some(q) = seq_of(&r.body).filter(|&q| q < total) {
+            delivered[q as usize] += 1;
+        }
+    }
+    let mut on_disk = vec![false; total as usize];
+    let mut unread_at_truncation = 0usize;
+    let mut holes = Vec::new();
+    for copy in &copies {
+        let seqs = seqs_on_disk(copy);
+        for &q in &seqs {
+            on_disk[q as usize] = true;
+        }
+        if let Some(i) = seqs.iter().position(|&q| delivered[q as usize] == 0) {
+            let rest = &seqs[i..];
+            let lost = rest.iter().filter(|&&q| delivered[q as usize] == 0).count();
+            unread_at_truncation += lost;
+            if lost != rest.len() {
+                let after = rest.iter().find(|&&q| delivered[q as usize] > 0);
+                holes.push(format!(
+                    "{}: seq {} missing but later seq {:?} arrived ({} of its last {} lines \
+                     missing)",
+                    copy.display(),
+                    rest[0],
+                    after,
+                    lost,
+                    rest.len()
+                ));
+            }
+        }
+    }
+    let last_generation = seqs_on_disk(&app);
+    for &q in &last_generation {
+        on_disk[q as usize] = true;
+    }
+    let lost_last: Vec<u64> = last_generation
+        .iter()
+        .copied()
+        .filter(|&q| delivered[q as usize] == 0)
+        .collect();
+    let in_window = (0..total as usize)
+        .filter(|&q| !on_disk[q] && delivered[q] == 0)
+        .count();
+    eprintln!(
+        "{report}\ncopytruncate racing the writer: {total} lines written; lost in the \
+         copy→truncate window: {in_window}; lost because still unread at truncation (only in \
+         the copies): {unread_at_truncation}; last generation: {} lines, {} lost",
+        last_generation.len(),
+        lost_last.len()
+    );
+    assert_eq!(report.duplicates(), 0, "a line arrived twice: {report}");
+    assert_eq!(report.foreign, 0, "mangled lines arrived: {report}");
+    assert!(
+        holes.is_empty(),
+        "lines missing at the start of a generation while later ones arrived (a truncation \
+         noticed late, read from a stale offset): {holes:#?}"
+    );
+    assert!(
+        lost_last.is_empty(),
+        "lines of the last generation (still in app.log) never arrived: {} of them, first \
+         {:?}",
+        lost_last.len(),
+        lost_last.first()
+    );
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// copytruncate, then more is written than the file held before, all before
+/// the tailer looks again (it is frozen meanwhile): the size alone does not
+/// show the truncation, the changed first bytes do. Every line arrives
+/// exactly once.
+#[test]
+fn copytruncate_followed_by_a_larger_write_is_still_detected() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    append(&mut f, 0..1000, "first", LINE_LEN);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    receiver.wait_for_logs(1000, Duration::from_secs(15));
+    {
+        let _frozen = Frozen::new(&agent);
+        std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+        f.set_len(0).expect("truncate");
+        append(&mut f, 1000..4000, "second", LINE_LEN);
+    }
+    let records = collect(&receiver, 4000, Duration::from_secs(15));
+    let report = SeqReport::new("app.log", 4000, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. kill -9 during rotation
+// ---------------------------------------------------------------------------
+
+/// A writer at 20,000 lines/s rotates by rename every second (glob
+/// `app.log` only); the agent is killed with SIGKILL right after a rename
+/// twice: once it stays down for 1.3 s (another rotation happens while it is
+/// down), once it is restarted at once. Nothing is missing, and what is sent
+/// twice is bounded by what could have been unacknowledged.
+#[test]
+fn kill_9_during_rotation_then_restart_loses_nothing() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    File::create(&app).expect("create app.log");
+    let mut cfg = config(&s, &[&app], &receiver);
+    cfg.max_records = 500;
+    cfg.max_in_flight = 2;
+    let mut agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &app);
+    let load = Load {
+        rotations: 8,
+        ..ROTATION_LOAD
+    };
+    let mut stderrs = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let total = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            write_rotating(&app, load, Rotate::Rename, move |ev| {
+                if let Event::AfterRotate { n } = ev {
+                    // The agent is killed before the writer goes on.
+                    let _ = tx.send(n);
+                    let _ = go_rx.recv_timeout(Duration::from_secs(30));
+                }
+            })
+        });
+        for n in rx.iter() {
+            match n {
+                2 => {
+                    agent.kill9();
+                    stderrs.push(agent.stderr());
+                    let _ = go_tx.send(());
+                    std::thread::sleep(Duration::from_millis(1300));
+                    agent = start_agent(&cfg, &[], s.path());
+                }
+                5 => {
+                    agent.kill9();
+                    stderrs.push(agent.stderr());
+                    agent = start_agent(&cfg, &[], s.path());
+                    let _ = go_tx.send(());
+                }
+                _ => {
+                    let _ = go_tx.send(());
+                }
+            }
+        }
+        writer.join().expect("the writer panicked")
+    });
+    let records = collect(&receiver, total as usize, Duration::from_secs(60));
+    let report = SeqReport::new("app.log and its rotations", total, bodies(&records));
+    eprintln!("{report}; {total} lines written");
+    let missing: Vec<u64> = {
+        let mut seen = vec![false; total as usize];
+        for r in &records {
+            if let Some(q) = seq_of(&r.body).filter(|&q| q < total) {
+                seen[q as usize] = true;
+            }
+        }
+        (0..total).filter(|&q| !seen[q as usize]).collect()
+    };
+    if !missing.is_empty() {
+        // Which generation (file) each missing range was in.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &q in &missing {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == q => *end = q,
+                _ => ranges.push((q, q)),
+            }
+        }
+        eprintln!(
+            "missing seq ranges (rotation every {} lines): {ranges:?}",
+            load.rate * load.period.as_secs()
+        );
+    }
+    assert!(
+        report.missing() == 0 && report.foreign == 0,
+        "lines lost across kill -9 during rotation: {report}; stderr of the killed agents:\n{}",
+        stderrs.join("\n----\n")
+    );
+    // Per kill: the requests in flight, the batches waiting for a slot and
+    // being filled (max_in_flight + 2 batches), plus one read chunk whose
+    // position rides with its last record's batch.
+    let per_kill = (u64::from(cfg.max_in_flight) + 2) * u64::from(cfg.max_records)
+        + 256 * 1024 / (LINE_LEN as u64 + 1);
+    let bound = 2 * per_kill;
+    eprintln!(
+        "duplicates after 2 kills: {} (bound {bound})",
+        report.duplicates()
+    );
+    assert!(
+        report.duplicates() <= bound,
+        "{} lines sent twice after 2 kills, more than the {bound} that could have been \
+         unacknowledged: {report}",
+        report.duplicates()
+    );
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Inode reuse
+// ---------------------------------------------------------------------------
+
+/// Writes `seqs` to a new file in `dir` that gets inode `(dev, ino)` (files
+/// that get another inode are kept until the end, so the allocator moves on
+/// to ours), and renames it to `dest`. `None` if the filesystem does not
+/// hand that inode out again within 64 tries.
+fn recreate_with_inode(
+    dest: &Path,
+    dev: u64,
+    ino: u64,
+    seqs: Range<u64>,
+    tag: &str,
+) -> Option<u64> {
+    let dir = dest.parent().expect("a parent dir");
+    let mut misses = Vec::new();
+    let mut found = None;
+    for i in 0..64 {
+        let probe = dir.join(format!("probe-{i}.tmp"));
+        let mut f = open_append(&probe);
+        append(&mut f, seqs.clone(), tag, 200);
+        drop(f);
+        let (d, n) = dev_ino(&probe);
+        if d == dev && n == ino {
+            std::fs::rename(&probe, dest).expect("rename the probe into place");
+            found = Some(n);
+            break;
+        }
+        misses.push(probe);
+    }
+    for p in misses {
+        let _ = std::fs::remove_file(p);
+    }
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: the filesystem of {} did not reuse inode {ino} in 64 tries",
+            dir.display()
+        );
+    }
+    found
+}
+
+/// A file read and acknowledged is deleted and released; a new file at the
+/// same path gets the same inode, with other first bytes, once shorter than
+/// the old offset and once longer: it is read from its start both times.
+#[test]
+fn inode_reused_while_running_is_read_from_its_start() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    append(&mut f, 0..50, "old", 200);
+    drop(f);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    receiver.wait_for_logs(50, Duration::from_secs(15));
+    let pid = agent.pid();
+    // 50 long lines, then 5 (shorter than the old offset), then 200 (longer).
+    let mut next = 50;
+    for (n, what) in [(5u64, "shorter"), (200, "longer")] {
+        let (dev, ino) = dev_ino(&app);
+        std::fs::remove_file(&app).expect("delete app.log");
+        wait_until(
+            Duration::from_secs(8),
+            "the agent to release the deleted app.log (2 s grace)",
+            || !holds_inode(pid, dev, ino),
+            || format!("its descriptors under logs/: {:?}", fds_under(pid, &s.logs)),
+        );
+        if recreate_with_inode(&app, dev, ino, next..next + n, what).is_none() {
+            return;
+        }
+        eprintln!("app.log recreated with inode {ino}, {what} than before");
+        next += n;
+        receiver.wait_for_logs(next as usize, Duration::from_secs(15));
+    }
+    let records = collect(&receiver, next as usize, Duration::from_secs(5));
+    let report = SeqReport::new("app.log (3 files, 1 inode)", next, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// While the agent is stopped, its file is deleted and a new one with other
+/// first bytes gets the same inode (so the checkpoint's `dev:ino` key
+/// matches): after the restart the new file is read whole, once shorter
+/// than the checkpointed offset, once longer.
+fn inode_reused_while_stopped(start_at: &'static str) {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    File::create(&app).expect("create app.log");
+    let mut cfg = config(&s, &[&app], &receiver);
+    cfg.start_at = start_at;
+    let mut agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &app);
+    let mut f = open_append(&app);
+    append(&mut f, 0..50, "old", 200);
+    drop(f);
+    receiver.wait_for_logs(50, Duration::from_secs(15));
+    let mut next = 50;
+    for (n, what) in [(5u64, "shorter"), (200, "longer")] {
+        let status = agent.term(Duration::from_secs(15));
+        assert!(status.success(), "exit status after SIGTERM: {status:?}");
+        let (dev, ino) = dev_ino(&app);
+        std::fs::remove_file(&app).expect("delete app.log");
+        if recreate_with_inode(&app, dev, ino, next..next + n, what).is_none() {
+            return;
+        }
+        eprintln!("app.log recreated with inode {ino} while stopped, {what} than before");
+        next += n;
+        agent = start_agent(&cfg, &[], s.path());
+        let records = collect(&receiver, next as usize, Duration::from_secs(10));
+        let report = SeqReport::new(
+            format!("app.log after the restart ({what} file, start_at: {start_at})"),
+            next,
+            bodies(&records),
+        );
+        eprintln!("{report}");
+        report.assert_exactly_once();
+    }
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[test]
+fn inode_reused_while_stopped_is_read_from_its_start() {
+    inode_reused_while_stopped("beginning");
+}
+
+/// `start_at: end` is for files never seen before; a file that replaced a
+/// checkpointed one while the agent was down was written while nobody read
+/// it, and must be read whole too.
+#[test]
+fn inode_reused_while_stopped_is_read_from_its_start_with_start_at_end() {
+    inode_reused_while_stopped("end");
+}
+
+// ---------------------------------------------------------------------------
+// 5. A thousand files
+// ---------------------------------------------------------------------------
+
+/// 1,000 files written round-robin, 10 lines each, then 10 more: every line
+/// arrives once; the agent's descriptors stay under `max_open_files`; once
+/// the files are quiet the agent uses next to no CPU; once they are deleted
+/// its descriptors go back to where they were.
+#[test]
+fn a_thousand_files_round_robin() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    const FILES: usize = 1000;
+    const MAX_OPEN: usize = 2000;
+    let max_open = MAX_OPEN.to_string();
+    let mut agent = start_agent(&cfg, &[("max_open_files", &max_open)], s.path());
+    let pid = agent.pid();
+    // The first scan (of an empty directory) is done within a scan interval.
+    std::thread::sleep(Duration::from_millis(600));
+    let baseline = fd_count(pid);
+    let files: Vec<PathBuf> = (0..FILES).map(|i| s.log(&format!("f{i:04}.log"))).collect();
+    let mut peak_fds = baseline;
+    let started = Instant::now();
+    for (rounds, want) in [(0..10u64, 10 * FILES), (10..20, 20 * FILES)] {
+        for round in rounds {
+            for f in &files {
+                let tag = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                append(&mut open_append(f), round..round + 1, tag, LINE_LEN);
+            }
+            peak_fds = peak_fds.max(fd_count(pid));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while receiver.count() < want && Instant::now() < deadline {
+            peak_fds = peak_fds.max(fd_count(pid));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let records = receiver.settle(Duration::from_secs(1), Duration::from_secs(10));
+    eprintln!(
+        "{} records from {FILES} files in {:?}; descriptors: baseline {baseline}, peak \
+         {peak_fds}; peak RSS {} KiB",
+        records.len(),
+        started.elapsed(),
+        agent.peak_rss_kib()
+    );
+    let mut by_file: HashMap<&str, Vec<&str>> = HashMap::new();
+    for r in &records {
+        by_file
+            .entry(r.file_path.as_deref().unwrap_or("(none)"))
+            .or_default()
+            .push(&r.body);
+    }
+    let mut bad = Vec::new();
+    for f in &files {
+        let p = f.to_str().expect("UTF-8 path");
+        let got = by_file.remove(p).unwrap_or_default();
+        let report = SeqReport::new(p, 20, got);
+        if report.missing() + report.duplicates() + report.foreign > 0 {
+            bad.push(report.to_string());
+        }
+    }
+    assert!(
+        bad.is_empty() && by_file.is_empty(),
+        "{} of {FILES} files not delivered exactly once, e.g. {:#?}; records of other \
+         paths: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)],
+        by_file.keys().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        peak_fds <= MAX_OPEN + baseline,
+        "the agent held {peak_fds} descriptors, over max_open_files {MAX_OPEN} + its \
+         baseline {baseline}"
+    );
+
+    // Idle: 5 s of nothing to read.
+    let c0 = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = (cpu_seconds(pid) - c0) / 5.0;
+    eprintln!(
+        "idle CPU with {FILES} quiet files: {:.2}% of a core (scan_interval {})",
+        idle * 100.0,
+        cfg.scan_interval
+    );
+
+    // Deleted files are read to their end and released.
+    for f in &files {
+        std::fs::remove_file(f).expect("delete a log file");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut fds = fd_count(pid);
+    while fds > baseline + 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        fds = fd_count(pid);
+    }
+    eprintln!("descriptors after deleting every file: {fds} (baseline {baseline})");
+    assert!(
+        fds <= baseline + 3,
+        "10 s after all {FILES} files were deleted the agent still holds {fds} descriptors \
+         (baseline {baseline}); e.g. {:?}",
+        fds_under(pid, &s.logs).iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        idle < 0.02,
+        "the agent used {:.2}% of a core while {FILES} files were quiet (at most 2%)",
+        idle * 100.0
+    );
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Odd files
+// ---------------------------------------------------------------------------
+
+const MIB: usize = 1 << 20;
+
+/// A 50 MiB line with `max_line_bytes: 1MiB`: one record of exactly 1 MiB,
+/// flagged `log.record.truncated`, then the next line as usual; the agent's
+/// memory does not grow with the line.
+#[test]
+fn a_50_mib_line_is_cut_to_max_line_bytes() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let huge = s.log("huge.log");
+    File::create(&huge).expect("create huge.log");
+    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    let agent = start_agent(&cfg, &[("max_line_bytes", "1MiB")], s.path());
+    wait_tailing(&agent, &huge);
+    let mut f = open_append(&huge);
+    append(&mut f, 0..1, "before", LINE_LEN);
+    f.write_all(line_for(1, "huge", 0).as_bytes())
+        .expect("write");
+    let block = vec![b'x'; MIB];
+    for _ in 0..50 {
+        f.write_all(&block).expect("write 1 MiB");
+    }
+    f.write_all(b"\n").expect("write");
+    append(&mut f, 2..3, "after", LINE_LEN);
+    drop(f);
+    let records = collect(&receiver, 3, Duration::from_secs(60));
+    let got = of_file(&records, &huge);
+    let summary: Vec<(Option<u64>, usize, bool)> = got
+        .iter()
+        .map(|r| (seq_of(&r.body), r.body.len(), is_truncated(r)))
+        .collect();
+    let peak = agent.peak_rss_kib();
+    eprintln!(
+        "records of huge.log (seq, body length, truncated): {summary:?}; peak RSS {peak} KiB"
+    );
+    assert_eq!(
+        summary,
+        vec![
+            (Some(0), LINE_LEN, false),
+            (Some(1), MIB, true),
+            (Some(2), LINE_LEN, false)
+        ],
+        "expected the line before, the 50 MiB line cut to exactly 1 MiB and flagged, the line \
+         after"
+    );
+    assert!(
+        peak < 100 * 1024,
+        "the agent's peak RSS was {peak} KiB reading a 50 MiB line (at most 100 MiB)"
+    );
+}
+
+/// 1 MiB + 1 of NUL bytes without a newline, then a newline: one record of
+/// 1 MiB flagged truncated, the agent goes on. And the boundary: a line of
+/// exactly `max_line_bytes` is whole and not flagged; one byte more is cut
+/// and flagged.
+#[test]
+fn nul_bytes_and_lines_at_max_line_bytes() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let nul = s.log("nul.log");
+    let exact = s.log("exact.log");
+    File::create(&nul).expect("create");
+    File::create(&exact).expect("create");
+    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    let mut agent = start_agent(&cfg, &[("max_line_bytes", "1MiB")], s.path());
+    wait_tailing(&agent, &nul);
+    let mut f = open_append(&nul);
+    f.write_all(&vec![0u8; MIB + 1]).expect("write NULs");
+    // Let the agent read the NULs while no newline has come yet.
+    std::thread::sleep(Duration::from_millis(600));
+    f.write_all(b"\n").expect("write");
+    append(&mut f, 1..2, "after", LINE_LEN);
+    let mut e = open_append(&exact);
+    append(&mut e, 0..1, "exact", MIB);
+    append(&mut e, 1..2, "normal", LINE_LEN);
+    append(&mut e, 2..3, "one-more", MIB + 1);
+    append(&mut e, 3..4, "normal", LINE_LEN);
+    let records = collect(&receiver, 6, Duration::from_secs(30));
+    assert!(agent.is_running(), "the agent died:\n{}", agent.stderr());
+    let nul_recs: Vec<(usize, bool, bool)> = of_file(&records, &nul)
+        .iter()
+        .map(|r| {
+            (
+                r.body.len(),
+                r.body.bytes().all(|b| b == 0),
+                is_truncated(r),
+            )
+        })
+        .collect();
+    eprintln!("nul.log (body length, all NUL, truncated): {nul_recs:?}");
+    assert_eq!(
+        nul_recs,
+        vec![(MIB, true, true), (LINE_LEN, false, false)],
+        "expected 1 MiB of NULs flagged truncated, then the next line"
+    );
+    let exact_recs: Vec<(Option<u64>, usize, bool)> = of_file(&records, &exact)
+        .iter()
+        .map(|r| (seq_of(&r.body), r.body.len(), is_truncated(r)))
+        .collect();
+    eprintln!("exact.log (seq, body length, truncated): {exact_recs:?}");
+    assert_eq!(
+        exact_recs,
+        vec![
+            (Some(0), MIB, false),
+            (Some(1), LINE_LEN, false),
+            (Some(2), MIB, true),
+            (Some(3), LINE_LEN, false)
+        ],
+        "a line of exactly max_line_bytes is whole; one byte more is cut and flagged"
+    );
+}
+
+/// Lines that are not UTF-8 arrive, every one, as bytes bodies (the receiver
+/// writes them lossily with `"body_bytes":true`); the UTF-8 lines around
+/// them are plain strings.
+#[test]
+fn invalid_utf8_lines_arrive_as_bytes() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let bad = s.log("bad.log");
+    File::create(&bad).expect("create");
+    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    let agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &bad);
+    const N: u64 = 200;
+    let mut buf = Vec::new();
+    for seq in 0..N {
+        buf.extend_from_slice(format!("seq={seq:010} ").as_bytes());
+        if seq % 2 == 1 {
+            buf.extend_from_slice(b"bad \xff\xfe\xc3( \x80 end");
+        } else {
+            buf.extend_from_slice("good é ✓".as_bytes());
+        }
+        buf.push(b'\n');
+    }
+    open_append(&bad).write_all(&buf).expect("write");
+    let records = collect(&receiver, N as usize, Duration::from_secs(15));
+    let report = SeqReport::for_file(&records, &bad, N);
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    // The flag is not in the harness's Record: read logs.ndjson directly.
+    let raw = std::fs::read_to_string(receiver.logs_path()).expect("read logs.ndjson");
+    let mut wrong = Vec::new();
+    for line in raw.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let body = v["body"].as_str().unwrap_or("");
+        let Some(seq) = seq_of(body) else { continue };
+        let flagged = v["body_bytes"] == serde_json::Value::Bool(true);
+        if flagged != (seq % 2 == 1) {
+            wrong.push(format!("seq {seq}: body_bytes {flagged}, body {body:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "body_bytes must be set exactly on the lines that are not UTF-8: {wrong:#?}"
+    );
+}
+
+/// A 10 MB file deleted while the agent is reading it: no crash, the file is
+/// still read to its end through the open descriptor, and other files are
+/// tailed as before.
+#[test]
+fn a_file_deleted_mid_read() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let big = s.log("big.log");
+    let other = s.log("other.log");
+    const BIG: u64 = 100_000;
+    let mut f = open_append(&big);
+    for start in (0..BIG).step_by(10_000) {
+        append(&mut f, start..start + 10_000, "big", LINE_LEN);
+    }
+    drop(f);
+    File::create(&other).expect("create");
+    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    receiver.wait_for_logs(1, Duration::from_secs(15));
+    std::fs::remove_file(&big).expect("delete big.log");
+    let at_delete = receiver.count();
+    eprintln!("big.log deleted with {at_delete} of its {BIG} lines at the receiver");
+    append(&mut open_append(&other), 0..100, "other", LINE_LEN);
+    let records = collect(&receiver, BIG as usize + 100, Duration::from_secs(60));
+    assert!(agent.is_running(), "the agent died:\n{}", agent.stderr());
+    let other_report = SeqReport::for_file(&records, &other, 100);
+    let big_report = SeqReport::for_file(&records, &big, BIG);
+    eprintln!("{other_report}\n{big_report}");
+    other_report.assert_exactly_once();
+    big_report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// A file the agent may not read: one clear warning naming it, and the
+/// other files are tailed. (Root reads it anyway: skipped as root.)
+#[test]
+fn an_unreadable_file_is_reported_once_and_the_rest_goes_on() {
+    if is_root() {
+        eprintln!(
+            "SKIPPED: running as root, which reads a chmod 000 file anyway; run as another \
+             user to test unreadable files"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let secret = s.log("secret.log");
+    let ok = s.log("ok.log");
+    append(&mut open_append(&secret), 0..10, "secret", LINE_LEN);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    File::create(&ok).expect("create");
+    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    let mut agent = start_agent(&cfg, &[], s.path());
+    wait_tailing(&agent, &ok);
+    append(&mut open_append(&ok), 0..100, "ok", LINE_LEN);
+    let records = collect(&receiver, 100, Duration::from_secs(15));
+    // A few more scans, to see that the warning is not repeated.
+    std::thread::sleep(Duration::from_secs(1));
+    let report = SeqReport::for_file(&records, &ok, 100);
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    assert!(
+        of_file(&records, &secret).is_empty(),
+        "records of an unreadable file"
+    );
+    let name = secret.to_str().expect("UTF-8 path");
+    let stderr = agent.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "expected exactly one line of stderr naming {name}, got {warnings:#?}"
+    );
+    let w = warnings[0].to_lowercase();
+    assert!(
+        w.contains("warn") && (w.contains("permission") || w.contains("denied")),
+        "the warning should say it is a permission problem: {}",
+        warnings[0]
+    );
+    assert!(agent.is_running(), "the agent died:\n{stderr}");
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
