@@ -438,6 +438,7 @@ fn tail_spec(s: &LogSource) -> TailSpec {
         },
         max_line_bytes: s.max_line_bytes.0 as usize,
         scan_interval: s.scan_interval,
+        max_open_files: s.max_open_files,
         read_budget: s.read_budget.0 as usize,
         fingerprint_bytes: s.fingerprint_bytes.0 as usize,
     }

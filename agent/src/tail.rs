@@ -61,6 +61,10 @@ pub struct TailSpec {
     pub max_line_bytes: usize,
     /// Period of the full rescan beside inotify.
     pub scan_interval: Duration,
+    /// Most files held open at once (the smallest over all sources is the
+    /// tailer's budget); idle files beyond it are closed and reopened when
+    /// they grow.
+    pub max_open_files: usize,
     /// Bytes read from one file before the others get their turn.
     pub read_budget: usize,
     /// Bytes of a file's start that identify it beside device and inode.
@@ -107,7 +111,10 @@ struct Compiled {
 struct Tailed {
     spec: usize,
     path: PathBuf,
-    file: File,
+    /// `None` while parked: idle and closed to stay within `max_open_files`.
+    file: Option<File>,
+    /// When it was last read from (for choosing which idle file to park).
+    last_read: Instant,
     source: SourceId,
     meta: Arc<SourceMeta>,
     /// Offset of `buf[0]` in the file: everything before it is accounted for.
@@ -136,6 +143,9 @@ pub struct Tailer {
     watched: HashSet<PathBuf>,
     first_scan_done: bool,
     ctl: Control,
+    /// Files with a descriptor open, and the most allowed.
+    open_count: usize,
+    max_open: usize,
     warned: HashSet<String>,
     crash: Option<Arc<CrashContext>>,
 }
@@ -163,6 +173,11 @@ impl Tailer {
             }
             compiled.push(Compiled { spec, exclude });
         }
+        let max_open = compiled
+            .iter()
+            .map(|c| c.spec.max_open_files.max(1))
+            .min()
+            .unwrap_or(usize::MAX);
         let fs_tx = wake_tx.clone();
         let watcher = notify::recommended_watcher(move |ev| {
             let _ = fs_tx.send(Wake::Fs(ev));
@@ -188,6 +203,8 @@ impl Tailer {
                 watched: HashSet::new(),
                 first_scan_done: false,
                 ctl: Control::default(),
+                open_count: 0,
+                max_open,
                 warned: HashSet::new(),
                 crash: None,
             },
@@ -381,8 +398,16 @@ impl Tailer {
             }
         }
         self.first_scan_done = true;
-        // A scan reads every file once: covers writes inotify did not report.
-        self.dirty.extend(self.files.keys().copied());
+        // A scan reads every open file once (covers writes inotify did not
+        // report) and every parked file that grew.
+        for (id, f) in &self.files {
+            let grew = f.file.is_some()
+                || std::fs::metadata(&f.path)
+                    .is_ok_and(|m| (m.dev(), m.ino()) == *id && m.len() > f.consumed);
+            if grew {
+                self.dirty.insert(*id);
+            }
+        }
     }
 
     fn excluded(&self, si: usize, path: &Path) -> bool {
@@ -442,14 +467,22 @@ impl Tailer {
             self.by_path.insert(path, id);
             return;
         }
+        if !self.make_room(id) {
+            let key = "max_open_files".to_string();
+            let e = format!(
+                "{} files open and none idle; {} waits for its turn",
+                self.open_count,
+                path.display()
+            );
+            self.warn_once(key, &e);
+            return;
+        }
         match self.open(si, &path, id, md.len()) {
             Ok(t) => {
                 self.by_path.insert(path, id);
                 self.files.insert(id, t);
                 self.dirty.insert(id);
-                self.stats
-                    .open_files
-                    .store(self.files.len() as u64, Ordering::Relaxed);
+                self.open_count += 1;
             }
             Err(e) => {
                 let key = format!("open {}", path.display());
@@ -491,7 +524,8 @@ impl Tailer {
         Ok(Tailed {
             spec: si,
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
+            last_read: Instant::now(),
             source,
             meta: Arc::new(SourceMeta::for_path(&path_str)),
             consumed: start,
@@ -512,9 +546,13 @@ impl Tailer {
             if self.ctl.stop {
                 break;
             }
+            if !self.ensure_open(id) {
+                continue;
+            }
             let Some(f) = self.files.get_mut(&id) else {
                 continue;
             };
+            f.last_read = Instant::now();
             let spec = &self.specs[f.spec].spec;
             let io = Io {
                 tx: &self.tx,
@@ -549,6 +587,9 @@ impl Tailer {
         for id in close {
             if let Some(f) = self.files.remove(&id) {
                 tracing::debug!(path = %f.path.display(), "released");
+                if f.file.is_some() {
+                    self.open_count -= 1;
+                }
                 self.by_path.retain(|_, v| *v != id);
                 if f.rotated_at.is_some() {
                     self.ledger.retire(f.source);
@@ -557,8 +598,71 @@ impl Tailer {
         }
         self.stats
             .open_files
-            .store(self.files.len() as u64, Ordering::Relaxed);
+            .store(self.open_count as u64, Ordering::Relaxed);
         more
+    }
+
+    /// Closes least recently read idle files until one more may be opened
+    /// (never `keep`). Returns whether there is room.
+    fn make_room(&mut self, keep: FileId) -> bool {
+        while self.open_count >= self.max_open {
+            let victim = self
+                .files
+                .iter()
+                .filter(|(id, f)| {
+                    **id != keep
+                        && f.file.is_some()
+                        && f.buf.is_empty()
+                        && !f.skipping
+                        && f.rotated_at.is_none()
+                        && !self.dirty.contains(*id)
+                })
+                .min_by_key(|(_, f)| f.last_read)
+                .map(|(id, _)| *id);
+            let Some(victim) = victim else {
+                return false;
+            };
+            if let Some(f) = self.files.get_mut(&victim) {
+                tracing::debug!(path = %f.path.display(), "parked: idle, closed for max_open_files");
+                f.file = None;
+                self.open_count -= 1;
+            }
+        }
+        true
+    }
+
+    /// Reopens a parked file (if it still is the same file at its path).
+    fn ensure_open(&mut self, id: FileId) -> bool {
+        match self.files.get(&id) {
+            None => return false,
+            Some(f) if f.file.is_some() => return true,
+            Some(_) => {}
+        }
+        if !self.make_room(id) {
+            return false;
+        }
+        let Some(f) = self.files.get_mut(&id) else {
+            return false;
+        };
+        let reopened = File::open(&f.path).and_then(|mut file| {
+            let md = file.metadata()?;
+            if (md.dev(), md.ino()) != id {
+                return Err(io::Error::other("replaced while parked"));
+            }
+            file.seek(SeekFrom::Start(f.consumed))?;
+            Ok(file)
+        });
+        match reopened {
+            Ok(file) => {
+                f.file = Some(file);
+                self.open_count += 1;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(path = %f.path.display(), error = %e, "cannot reopen a parked file");
+                false
+            }
+        }
     }
 }
 
@@ -598,12 +702,15 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         ledger,
         crash,
     } = *io;
+    let Some(file) = f.file.as_mut() else {
+        return Ok(Outcome::Eof);
+    };
     // copytruncate: the file is now shorter than what we consumed.
-    let size = f.file.metadata()?.len();
+    let size = file.metadata()?.len();
     if size < f.consumed + f.buf.len() as u64 {
         tracing::info!(path = %f.path.display(), size, offset = f.consumed, "file truncated; reading it again from the start");
         stats.truncations.fetch_add(1, Ordering::Relaxed);
-        f.file.seek(SeekFrom::Start(0))?;
+        file.seek(SeekFrom::Start(0))?;
         f.consumed = 0;
         f.buf.clear();
         f.skipping = false;
@@ -615,7 +722,10 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         }
         let start = f.buf.len();
         f.buf.resize(start + READ_CHUNK, 0);
-        let n = match f.file.read(&mut f.buf[start..]) {
+        let Some(file) = f.file.as_mut() else {
+            return Ok(Outcome::Eof);
+        };
+        let n = match file.read(&mut f.buf[start..]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
@@ -654,7 +764,10 @@ fn grow_fingerprint(f: &mut Tailed, spec: &TailSpec, ledger: &Ledger) -> io::Res
     let seen = f.consumed as usize + f.buf.len();
     let len = seen.min(spec.fingerprint_bytes);
     if len > f.fp_len {
-        let fp = fingerprint(&mut f.file, len)?;
+        let Some(file) = f.file.as_mut() else {
+            return Ok(());
+        };
+        let fp = fingerprint(file, len)?;
         f.fp_len = len;
         ledger.set_meta(
             f.source,
@@ -839,6 +952,7 @@ mod tests {
             start_at,
             max_line_bytes: 16,
             scan_interval: Duration::from_millis(100),
+            max_open_files: 1024,
             read_budget: 1 << 20,
             fingerprint_bytes: 1024,
         }
@@ -907,6 +1021,52 @@ mod tests {
         wake.send(Wake::Stop).unwrap();
         h.join().unwrap();
         assert_eq!(stats.truncated_lines.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn more_files_than_max_open_files_are_all_read_by_parking_idle_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sp = spec(dir.path(), StartAt::Beginning);
+        sp.max_open_files = 2;
+        sp.max_line_bytes = 1024;
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("{i}.log")), format!("a{i}\n")).unwrap();
+        }
+        let ledger = Arc::new(Ledger::new(1, None).unwrap());
+        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+        let stats = Arc::new(TailStats::default());
+        let (mut t, _w) = Tailer::new(vec![sp], tx, ledger, stats.clone()).unwrap();
+        let mut got = Vec::new();
+        let mut drain = |t: &mut Tailer| {
+            for _ in 0..10 {
+                t.scan();
+                while t.read_pass() {}
+                assert!(t.open_count <= 2, "{} files open", t.open_count);
+            }
+            while let Ok(c) = rx.try_recv() {
+                for r in c.records {
+                    if let Record::Log(l) = r {
+                        got.push(String::from_utf8_lossy(&l.body).into_owned());
+                    }
+                }
+            }
+        };
+        drain(&mut t);
+        for i in 0..5 {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join(format!("{i}.log")))
+                .unwrap();
+            writeln!(f, "b{i}").unwrap();
+        }
+        drain(&mut t);
+        got.sort();
+        let mut want: Vec<String> = (0..5)
+            .flat_map(|i| [format!("a{i}"), format!("b{i}")])
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(stats.open_files.load(Ordering::Relaxed) <= 2);
     }
 
     #[test]
