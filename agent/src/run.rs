@@ -104,7 +104,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     let spec = target_spec(&tcfg)?;
     let wrapper = matches!(spec, Some(TargetSpec::Command(_)));
-    let exit_with_target = tcfg.exit_with_target.unwrap_or(true);
+    // Unset: exit with the target, except for process_name, which waits for
+    // the next matching process.
+    let exit_with_target = tcfg.exit_with_target.unwrap_or(tcfg.process_name.is_none());
     let watch = match spec {
         Some(spec) => Some(spawn_watch(
             spec,
@@ -125,11 +127,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             .context("cannot forward signals to the target")?;
     }
     let mut resource = crate::resource::build(&cfg.resource);
-    if let Some(info) = watch.as_ref().and_then(|w| w.target_info()) {
-        for a in info.attributes() {
-            if !resource.attributes.iter().any(|r| r.key == a.key) {
-                resource.attributes.push(a);
+    // The watcher resolves the target on its thread: give it a moment. The
+    // resource is fixed for the run, so a target that may restart under a new
+    // PID (pid_file, process_name) is named by what survives a restart only.
+    if let Some(w) = &watch {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut info = w.target_info();
+        while info.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            info = w.target_info();
+        }
+        let restartable = tcfg.pid_file.is_some() || tcfg.process_name.is_some();
+        for a in info.map(|i| i.attributes()).unwrap_or_default() {
+            let per_pid = matches!(&*a.key, "process.pid" | "process.parent_pid");
+            if (restartable && per_pid) || resource.attributes.iter().any(|r| r.key == a.key) {
+                continue;
             }
+            resource.attributes.push(a);
         }
     }
 

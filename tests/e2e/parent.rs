@@ -73,9 +73,25 @@ impl Drop for Proc {
     }
 }
 
+/// The real interpreter behind `python3` (which may be a wrapper script,
+/// as pyenv's shims are: the target's PID would run bash first, then exec
+/// the interpreter, and sidekick could see either).
+fn python3() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 runs");
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.is_file(), "python3's sys.executable: {path:?}");
+        path
+    })
+}
+
 /// `python3 -c CODE ARGS...`.
 fn python(code: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("python3");
+    let mut c = Command::new(python3());
     c.arg("-c").arg(code).args(args);
     c
 }
@@ -286,6 +302,22 @@ fn proc_rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// The state of `pid` as `/proc/PID/stat` shows it, for failure messages.
+fn proc_state(pid: u32) -> String {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => format!(
+            "process {pid} is in state {}",
+            stat.rsplit(')')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+        ),
+        Err(e) => format!("process {pid} is gone ({e})"),
+    }
+}
+
 /// A marker unique to this test run, for command lines and file contents.
 fn marker(what: &str) -> String {
     format!(
@@ -349,7 +381,7 @@ fn cpu_time_and_rss_agree_with_proc() {
         Duration::from_secs(40),
         "the child to finish its 2 s CPU burn",
         || burned.exists(),
-        || format!("child status {:?}", child.try_status()),
+        || proc_state(pid),
     );
     // The child is asleep from here on: its figures no longer change.
     std::thread::sleep(Duration::from_millis(200));
@@ -368,12 +400,12 @@ fn cpu_time_and_rss_agree_with_proc() {
         "process.cpu.time (user and system) and process.memory.usage sampled after the test read /proc",
         || {
             let points = metric_points(&receiver);
-            let after = |name: &str| {
-                points
-                    .iter()
-                    .filter(move |p| p_name(p) == name && p_time(p) >= read_at)
-            };
-            let Some(t) = after("process.cpu.time").map(p_time).min() else {
+            let Some(t) = points
+                .iter()
+                .filter(|p| p_name(p) == "process.cpu.time" && p_time(p) >= read_at)
+                .map(p_time)
+                .min()
+            else {
                 return false;
             };
             let at_t = |mode: &str| {
@@ -417,11 +449,6 @@ fn cpu_time_and_rss_agree_with_proc() {
         mem_point.get("unit").and_then(Value::as_str),
         Some("By"),
         "unit of process.memory.usage: {mem_point:?}"
-    );
-    assert_eq!(
-        p_resource(&mem_point, "process.pid").and_then(Value::as_i64),
-        Some(i64::from(pid)),
-        "the metrics' resource names the target: {mem_point:?}"
     );
     // Attached: the target's exit ends sidekick with status 0.
     child.kill9();
@@ -520,6 +547,17 @@ fn wrapper_exits_128_plus_the_signal_that_killed_the_child() {
 // Attach by PID, kill -9
 // ---------------------------------------------------------------------------
 
+/// A target that writes a numbered line (`seq=NNNNNNNNNN`) to `log` every
+/// 20 ms, flushed at each newline, the file held open for writing; `tag` is
+/// its last argument.
+fn spawn_log_writer(log: &Path, tag: &str) -> Proc {
+    let code = "import sys, time\n\
+                f = open(sys.argv[1], 'a', buffering=1)\n\
+                i = 0\n\
+                while True:\n    f.write('seq=%010d attached\\n' % i)\n    i += 1\n    time.sleep(0.02)\n";
+    Proc::spawn(&mut python(code, &[log.to_str().expect("UTF-8 path"), tag]))
+}
+
 /// Attached with `--pid` (no log source: the file the process writes is
 /// found by sidekick), the target is killed with SIGKILL: the exit event
 /// arrives, sidekick exits 0 within 1 s plus the drain, and every line the
@@ -530,18 +568,13 @@ fn attach_kill_9_ships_the_exit_and_the_last_lines_then_exits() {
     let s = Scratch::new();
     let receiver = Receiver::start();
     let log = s.log("attached.log");
-    // A line every 20 ms, flushed at each newline, the file held open.
-    let code = "import sys, time\n\
-                f = open(sys.argv[1], 'a', buffering=1)\n\
-                i = 0\n\
-                while True:\n    f.write('seq=%010d attached\\n' % i)\n    i += 1\n    time.sleep(0.02)\n";
-    let mut child = Proc::spawn(&mut python(code, &[log.to_str().expect("UTF-8 path")]));
+    let mut child = spawn_log_writer(&log, "attached");
     let pid = child.pid();
     wait_until(
         Duration::from_secs(10),
         "the target to write its log",
         || std::fs::metadata(&log).is_ok_and(|m| m.len() > 0),
-        || format!("child status {:?}", child.try_status()),
+        || proc_state(pid),
     );
     let cfg = write_config(&s, &receiver, &Setup::default());
     let pid_arg = pid.to_string();
@@ -587,7 +620,6 @@ fn attach_kill_9_ships_the_exit_and_the_last_lines_then_exits() {
         attr_i64(r, "process.pid") == Some(i64::from(pid))
     });
     eprintln!("exit event: {}", exit.body);
-    // The exit was not clean as far as sidekick knows: crash context.
     assert!(
         exit.attributes.contains_key("process.uptime"),
         "process.uptime in the exit event: {exit:?}"
@@ -596,11 +628,23 @@ fn attach_kill_9_ships_the_exit_and_the_last_lines_then_exits() {
     // Every line from the first one shipped (the source starts at the end of
     // the file) to the last one written before the kill arrived.
     let written = std::fs::read_to_string(&log).expect("read the target's log");
-    let last_written = written
-        .lines()
-        .filter_map(seq_of)
-        .max()
-        .expect("the target wrote lines");
+    let last_line = written.lines().last().expect("the target wrote lines");
+    let last_written = seq_of(last_line).expect("a numbered line");
+    // Not a clean exit (killed, or an unknown code): crash context, caught
+    // up to the target's very last line before the event was made.
+    let last_lines = attr_str(&exit, "process.crash.last_lines").unwrap_or_default();
+    assert_eq!(
+        last_lines.lines().last(),
+        Some(last_line),
+        "the last of process.crash.last_lines is not the last line the target wrote \
+         ({last_lines:?})"
+    );
+    let last_sample = attr_str(&exit, "process.crash.last_sample").unwrap_or_default();
+    assert!(
+        last_sample.contains("process.memory.usage"),
+        "process.crash.last_sample: {last_sample:?}"
+    );
+
     let records = receiver.logs();
     let got: BTreeSet<u64> = records
         .iter()
@@ -625,15 +669,104 @@ fn attach_kill_9_ships_the_exit_and_the_last_lines_then_exits() {
     );
 }
 
+/// The resource of what sidekick ships about an attached target, its
+/// metrics and the lines of its log alike, names it: `process.pid`,
+/// `process.parent_pid`, `process.executable.name`, `process.command_line`
+/// (so logs and metrics correlate).
+#[test]
+fn resource_names_the_target_on_its_metrics_and_logs() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let log = s.log("resource.log");
+    let tag = marker("resource");
+    let mut child = spawn_log_writer(&log, &tag);
+    let pid = child.pid();
+    wait_until(
+        Duration::from_secs(10),
+        "the target to write its log",
+        || std::fs::metadata(&log).is_ok_and(|m| m.len() > 0),
+        || proc_state(pid),
+    );
+    let cfg = write_config(&s, &receiver, &Setup::default());
+    let pid_arg = pid.to_string();
+    let mut agent = start_agent(&s, &cfg, &["--pid", &pid_arg]);
+    let mut found: Option<(Map<String, Value>, Record)> = None;
+    wait_until(
+        Duration::from_secs(15),
+        "a process.memory.usage point and a line of the target's log",
+        || {
+            let mem = metric_points(&receiver)
+                .into_iter()
+                .find(|p| p_name(p) == "process.memory.usage");
+            let line = receiver
+                .logs()
+                .into_iter()
+                .find(|r| r.file_path.as_deref() == log.to_str());
+            match (mem, line) {
+                (Some(m), Some(l)) => {
+                    found = Some((m, l));
+                    true
+                }
+                _ => false,
+            }
+        },
+        || metric_names(&receiver),
+    );
+    let (mem, line) = found.expect("found");
+    child.kill9();
+    let status = wait_exit(
+        &mut agent,
+        Duration::from_secs(15),
+        "after its target was killed",
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status of an attached sidekick"
+    );
+
+    let metric_resource = mem
+        .get("resource")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (what, resource) in [
+        ("metrics", &metric_resource),
+        ("log records", &*line.resource),
+    ] {
+        let int = |k: &str| resource.get(k).and_then(Value::as_i64);
+        let text = |k: &str| resource.get(k).and_then(Value::as_str).unwrap_or_default();
+        assert_eq!(
+            int("process.pid"),
+            Some(i64::from(pid)),
+            "process.pid in the resource of the target's {what}: {resource:?}"
+        );
+        assert_eq!(
+            int("process.parent_pid"),
+            Some(i64::from(std::process::id())),
+            "process.parent_pid in the resource of the target's {what}: {resource:?}"
+        );
+        assert!(
+            text("process.executable.name").starts_with("python"),
+            "process.executable.name in the resource of the target's {what}: {resource:?}"
+        );
+        assert!(
+            text("process.command_line").contains(&tag),
+            "process.command_line in the resource of the target's {what}: {resource:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // process_name: restart under a new PID
 // ---------------------------------------------------------------------------
 
 /// `process_name` mode: the target is killed and a new instance starts
-/// under a new PID: a `process.restart` event (new PID, previous PID, count
-/// 1) arrives, then metrics of the new process: its uptime starts again
-/// from zero and its memory is the new instance's (it holds 64 MiB, the
-/// first held next to nothing).
+/// under a new PID: a `process.restart` event with the new PID, the
+/// previous PID and a count of 1 arrives, then metrics of the new process:
+/// its uptime starts again from zero and its memory is the new instance's
+/// (it holds 64 MiB, the first held next to nothing).
 #[test]
 fn process_name_follows_a_restart_under_a_new_pid() {
     let _serial = serial();
@@ -891,7 +1024,8 @@ fn cgroup_oom_kill_is_reported() {
     let script = format!(
         "echo $$ > {procs} || exit 90\n\
          i=0; while [ ! -e {go} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 91; sleep 0.05; done\n\
-         exec python3 -c \"import time; b = b'x' * (200 * 1024 * 1024); time.sleep(30)\"\n",
+         exec {python} -c \"import time; b = b'x' * (200 * 1024 * 1024); time.sleep(30)\"\n",
+        python = python3().display(),
         procs = cg.procs.display(),
         go = go.display()
     );
@@ -907,7 +1041,7 @@ fn cgroup_oom_kill_is_reported() {
         Duration::from_secs(10),
         "the target to join its cgroup",
         || in_cgroup(pid),
-        || format!("child status {:?}", child.try_status()),
+        || proc_state(pid),
     );
     let cfg = write_config(&s, &receiver, &Setup::default());
     let pid_arg = pid.to_string();
