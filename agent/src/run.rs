@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 /// Longest wait of the checkpoint writer between two looks at its stop flag.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// How often an attached target's open files are looked at again.
+const FD_RECHECK: Duration = Duration::from_secs(2);
 
 /// Why the supervisor stops.
 enum Stop {
@@ -65,7 +67,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let crash = Arc::new(CrashContext::new(tcfg.crash_context_lines));
     let (exits_tx, exits) = crossbeam_channel::bounded::<ExitInfo>(4);
     // Attached by PID with no log source: tail what the target writes.
-    if let (true, Some(pid)) = (cfg.logs.is_empty(), tcfg.pid) {
+    let auto_logs = cfg.logs.is_empty() && tcfg.pid.is_some();
+    if let (true, Some(pid)) = (auto_logs, tcfg.pid) {
         let found = open_for_writing(pid).unwrap_or_default();
         if found.is_empty() {
             tracing::warn!(
@@ -195,6 +198,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             hb,
             tcfg.heartbeat_timeout,
             exits_tx.clone(),
+            collectors_stop_rx.clone(),
+        )?;
+    }
+    if auto_logs {
+        let known = cfg.logs.iter().flat_map(|l| l.include.clone()).collect();
+        spawn_fd_watch(
+            target_pid.clone(),
+            known,
+            tail_spec(&LogSource::for_glob("")),
+            tail_wake.clone(),
             collectors_stop_rx.clone(),
         )?;
     }
@@ -332,6 +345,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Dropping the runtime would wait for blocked requests; leave it.
     rt.shutdown_background();
     Ok(code)
+}
+
+/// With `--pid` and no log source: every few seconds, look for files the
+/// target has newly opened for writing and tail them from their end.
+fn spawn_fd_watch(
+    pid: Arc<AtomicU32>,
+    mut known: std::collections::HashSet<String>,
+    template: TailSpec,
+    wake: crossbeam_channel::Sender<Wake>,
+    stop: crossbeam_channel::Receiver<()>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("sidekick-fdwatch".into())
+        .spawn(move || loop {
+            match stop.recv_timeout(FD_RECHECK) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            let p = pid.load(Ordering::Acquire);
+            if p == 0 {
+                continue;
+            }
+            for path in open_for_writing(p).unwrap_or_default() {
+                let path = path.to_string_lossy().into_owned();
+                if known.insert(path.clone()) {
+                    tracing::info!(
+                        pid = p,
+                        path,
+                        "the target opened a new file for writing; tailing it"
+                    );
+                    let spec = TailSpec {
+                        include: vec![path],
+                        start_at: StartAt::End,
+                        ..template.clone()
+                    };
+                    if wake.send(Wake::AddSource(spec)).is_err() {
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// How the config says the target is found.

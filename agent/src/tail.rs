@@ -99,6 +99,8 @@ pub enum Wake {
     /// Read every file to its current end and note held partial lines in
     /// the crash context, then answer (the target's exit event waits).
     CatchUp(Sender<()>),
+    /// A new source (a file an attached target opened for writing).
+    AddSource(TailSpec),
 }
 
 type FileId = (u64, u64);
@@ -106,6 +108,24 @@ type FileId = (u64, u64);
 struct Compiled {
     spec: TailSpec,
     exclude: Vec<glob::Pattern>,
+    /// Whether this source's first scan is done: files found by it (and
+    /// not known to a checkpoint) start at `start_at`; later ones at 0.
+    scanned: bool,
+}
+
+fn compile(spec: TailSpec) -> anyhow::Result<Compiled> {
+    let mut exclude = Vec::new();
+    for p in &spec.exclude {
+        exclude.push(glob::Pattern::new(p).with_context(|| format!("invalid exclude glob {p:?}"))?);
+    }
+    for p in &spec.include {
+        glob::Pattern::new(p).with_context(|| format!("invalid include glob {p:?}"))?;
+    }
+    Ok(Compiled {
+        spec,
+        exclude,
+        scanned: false,
+    })
 }
 
 struct Tailed {
@@ -141,7 +161,6 @@ pub struct Tailer {
     wake: Receiver<Wake>,
     _watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
-    first_scan_done: bool,
     ctl: Control,
     /// Files with a descriptor open, and the most allowed.
     open_count: usize,
@@ -160,19 +179,10 @@ impl Tailer {
         stats: Arc<TailStats>,
     ) -> anyhow::Result<(Tailer, Sender<Wake>)> {
         let (wake_tx, wake) = crossbeam_channel::unbounded();
-        let mut compiled = Vec::new();
-        for spec in specs {
-            let mut exclude = Vec::new();
-            for p in &spec.exclude {
-                exclude.push(
-                    glob::Pattern::new(p).with_context(|| format!("invalid exclude glob {p:?}"))?,
-                );
-            }
-            for p in &spec.include {
-                glob::Pattern::new(p).with_context(|| format!("invalid include glob {p:?}"))?;
-            }
-            compiled.push(Compiled { spec, exclude });
-        }
+        let compiled = specs
+            .into_iter()
+            .map(compile)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let max_open = compiled
             .iter()
             .map(|c| c.spec.max_open_files.max(1))
@@ -201,7 +211,6 @@ impl Tailer {
                 wake,
                 _watcher: watcher,
                 watched: HashSet::new(),
-                first_scan_done: false,
                 ctl: Control::default(),
                 open_count: 0,
                 max_open,
@@ -236,6 +245,9 @@ impl Tailer {
                 next_scan = Instant::now() + scan_every;
             }
             let more = self.read_pass();
+            for spec in std::mem::take(&mut self.ctl.added) {
+                rescan |= self.on_wake(Wake::AddSource(spec));
+            }
             if self.ctl.drain && !self.ctl.stop {
                 self.drain();
             }
@@ -315,6 +327,16 @@ impl Tailer {
                 self.drain();
                 false
             }
+            Wake::AddSource(spec) => match compile(spec) {
+                Ok(c) => {
+                    self.specs.push(c);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot add a log source");
+                    false
+                }
+            },
             Wake::CatchUp(done) => {
                 self.scan();
                 while self.read_pass() && !self.ctl.stop {}
@@ -397,7 +419,9 @@ impl Tailer {
                 }
             }
         }
-        self.first_scan_done = true;
+        for c in &mut self.specs {
+            c.scanned = true;
+        }
         // A scan reads every open file once (covers writes inotify did not
         // report) and every parked file that grew.
         for (id, f) in &self.files {
@@ -508,7 +532,7 @@ impl Tailer {
         });
         let start = match resume {
             Some(off) => off,
-            None if !self.first_scan_done && spec.start_at == StartAt::End => size,
+            None if !self.specs[si].scanned && spec.start_at == StartAt::End => size,
             None => 0,
         };
         if resume.is_none() {
@@ -673,6 +697,8 @@ struct Control {
     stop: bool,
     /// Read everything to the end, then stop.
     drain: bool,
+    /// Sources added while the tailer was blocked on a full queue.
+    added: Vec<TailSpec>,
 }
 
 enum Outcome {
@@ -793,6 +819,7 @@ fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, ctl: &mut C
                         Wake::Stop => ctl.stop = true,
                         Wake::Drain => ctl.drain = true,
                         // The exit event goes without the very last lines.
+                        Wake::AddSource(spec) => ctl.added.push(spec),
                         Wake::Fs(_) | Wake::CatchUp(_) => {}
                     }
                 }
