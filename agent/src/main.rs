@@ -4,7 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod config;
-#[allow(dead_code)] mod formats;
+#[allow(dead_code)]
+mod formats;
 mod metrics;
 mod receive;
 mod resource;

@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn an_empty_message_is_fine() {
-        for line in [&b"2024-01-02T03:04:05Z stdout F"[..], b"2024-01-02T03:04:05Z stdout F "] {
+        for line in [
+            &b"2024-01-02T03:04:05Z stdout F"[..],
+            b"2024-01-02T03:04:05Z stdout F ",
+        ] {
             let c = parse(line).unwrap();
             assert_eq!(&line[c.message_start..], b"");
         }
