@@ -29,6 +29,12 @@ pub enum Action {
     },
     /// Close the connection without answering.
     Drop,
+    /// Forward to the upstream, then close the connection without relaying
+    /// its answer: the upstream has the request, the client does not know.
+    /// Kept for [`FaultProxy::lost_replies`].
+    ForwardThenDrop,
+    /// Wait, then forward (a slow receiver).
+    ForwardAfter(Duration),
 }
 
 impl Action {
@@ -110,6 +116,9 @@ pub struct Counts {
     pub dropped: u64,
     /// Forwarding failed (the upstream was unreachable); answered 502.
     pub upstream_errors: u64,
+    /// Forwarded, then the connection closed without the answer
+    /// ([`Action::ForwardThenDrop`]).
+    pub replies_dropped: u64,
 }
 
 impl Counts {
@@ -118,6 +127,7 @@ impl Counts {
             + self.responded.values().sum::<u64>()
             + self.dropped
             + self.upstream_errors
+            + self.replies_dropped
     }
 }
 
@@ -128,6 +138,7 @@ struct Shared {
     plan: Box<Plan>,
     save_limit: usize,
     saved: Mutex<Vec<Request>>,
+    lost_replies: Mutex<Vec<Request>>,
     counts: Mutex<Counts>,
     per_path: Mutex<HashMap<String, u64>>,
     stop: AtomicBool,
@@ -170,6 +181,7 @@ impl FaultProxy {
             plan: Box::new(plan),
             save_limit,
             saved: Mutex::new(Vec::new()),
+            lost_replies: Mutex::new(Vec::new()),
             counts: Mutex::new(Counts::default()),
             per_path: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
@@ -207,6 +219,13 @@ impl FaultProxy {
     /// The requests kept so far (the first `save_limit`).
     pub fn saved(&self) -> Vec<Request> {
         lock(&self.shared.saved).clone()
+    }
+
+    /// Every request the upstream accepted (2xx) but whose answer the
+    /// proxy dropped ([`Action::ForwardThenDrop`]): the client will send
+    /// them again, so the upstream sees their records twice.
+    pub fn lost_replies(&self) -> Vec<Request> {
+        lock(&self.shared.lost_replies).clone()
     }
 }
 
@@ -274,17 +293,39 @@ fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                 *lock(&shared.counts).responded.entry(status).or_insert(0) += 1;
                 write_response(&mut writer, status, &headers, &body)?;
             }
-            Action::Forward => match forward(shared.upstream, &req) {
-                Ok((status, headers, body)) => {
-                    *lock(&shared.counts).forwarded.entry(status).or_insert(0) += 1;
-                    write_response(&mut writer, status, &headers, &body)?;
+            Action::ForwardThenDrop => {
+                match forward(shared.upstream, &req) {
+                    Ok((status, _, _)) => {
+                        lock(&shared.counts).replies_dropped += 1;
+                        if (200..300).contains(&status) {
+                            lock(&shared.lost_replies).push(req);
+                        }
+                    }
+                    Err(_) => lock(&shared.counts).upstream_errors += 1,
                 }
-                Err(e) => {
-                    lock(&shared.counts).upstream_errors += 1;
-                    let msg = format!("fault proxy: upstream {}: {e}", shared.upstream);
-                    write_response(&mut writer, 502, &[], msg.as_bytes())?;
-                }
-            },
+                let _ = writer.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            Action::ForwardAfter(delay) => {
+                std::thread::sleep(delay);
+                relay(shared, &req, &mut writer)?;
+            }
+            Action::Forward => relay(shared, &req, &mut writer)?,
+        }
+    }
+}
+
+/// Forwards `req` and writes the upstream's answer (502 if unreachable).
+fn relay(shared: &Shared, req: &Request, writer: &mut TcpStream) -> io::Result<()> {
+    match forward(shared.upstream, req) {
+        Ok((status, headers, body)) => {
+            *lock(&shared.counts).forwarded.entry(status).or_insert(0) += 1;
+            write_response(writer, status, &headers, &body)
+        }
+        Err(e) => {
+            lock(&shared.counts).upstream_errors += 1;
+            let msg = format!("fault proxy: upstream {}: {e}", shared.upstream);
+            write_response(writer, 502, &[], msg.as_bytes())
         }
     }
 }

@@ -4,15 +4,16 @@
 #![forbid(unsafe_code)]
 
 mod config;
-#[allow(dead_code)]
 mod formats;
 mod metrics;
 mod receive;
 mod resource;
 mod run;
 mod signal;
+mod spool;
 mod tail;
 mod target;
+mod telemetry;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -46,6 +47,13 @@ enum Command {
         /// Directory the NDJSON files are written to.
         #[arg(long, default_value = "./sidekick-received")]
         out: PathBuf,
+    },
+    /// A running agent's health in a short table (from its telemetry
+    /// endpoint): exit 0 ready, 3 not ready, 1 not reachable.
+    Status {
+        /// The agent's `telemetry.listen` address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        telemetry: String,
     },
 }
 
@@ -101,6 +109,7 @@ fn main() -> ExitCode {
                 1
             }
         },
+        Command::Status { telemetry } => telemetry::status::run(&telemetry),
     };
     ExitCode::from(code)
 }

@@ -15,6 +15,7 @@ use crate::config::{
     CompressionName, Config, LogSource, OutputSection, OutputType, StartAt as CfgStartAt,
     TargetConfig,
 };
+use crate::formats::MultilineRules;
 use crate::metrics::{spawn_sampler, SamplerConfig};
 use crate::tail::{StartAt, TailSpec, TailStats, Tailer, Wake};
 use crate::target::{
@@ -48,12 +49,17 @@ enum Stop {
 /// exit code (the child's, in wrapper mode).
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut cfg = load(&args)?;
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sidekick-io")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Hooked first: a SIGTERM during start-up is a graceful stop, not death.
+    let signals = crate::signal::hook(rt.handle());
 
     // Queue: each chunk is at most one 256 KiB read; 16 of them bound what
     // waits between the collectors and the batcher.
@@ -69,13 +75,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Attached by PID with no log source: tail what the target writes.
     let auto_logs = cfg.logs.is_empty() && tcfg.pid.is_some();
     if let (true, Some(pid)) = (auto_logs, tcfg.pid) {
-        let found = open_for_writing(pid).unwrap_or_default();
-        if found.is_empty() {
-            tracing::warn!(
-                pid,
-                "no log source given and the target has no file open for writing"
-            );
-        }
+        let found = match open_for_writing(pid) {
+            Ok(found) if found.is_empty() => {
+                tracing::warn!(
+                    pid,
+                    "no log source given and the target has no file open for writing"
+                );
+                found
+            }
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "no log source given and the target's open files cannot be read");
+                Vec::new()
+            }
+        };
         for path in found {
             tracing::info!(pid, path = %path.display(), "tailing a file the target writes");
             cfg.logs.push(LogSource::for_glob(path.to_string_lossy()));
@@ -84,13 +97,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let output_cfgs = output_configs(&cfg)?;
     let store = Checkpoints::open(&cfg.data_dir)
         .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
+    let checkpoint_file = store.path().to_path_buf();
     let ledger = Arc::new(Ledger::new(output_cfgs.len(), Some(store))?);
+    // Samples and events cannot be read again: they go through the on-disk
+    // spool (registered with the ledger before any collector looks at it).
+    // Its counters (`SpoolStats`) are for the telemetry server to expose.
+    let (records_tx, spool_stats) = crate::spool::start(
+        &cfg.data_dir,
+        cfg.spool.max_bytes.0,
+        ledger.clone(),
+        tx.clone(),
+    )
+    .context("cannot start the spool")?;
 
     // The tailer starts before the target is launched, so that even a
     // target that exits at once has its last lines in its exit event.
-    let specs: Vec<TailSpec> = cfg.logs.iter().map(tail_spec).collect();
+    let specs = cfg
+        .logs
+        .iter()
+        .map(tail_spec)
+        .collect::<anyhow::Result<Vec<TailSpec>>>()?;
     let tail_stats = Arc::new(TailStats::default());
-    let (tailer, tail_wake) = Tailer::new(specs, tx.clone(), ledger.clone(), tail_stats)?;
+    let (tailer, tail_wake) = Tailer::new(specs, tx.clone(), ledger.clone(), tail_stats.clone())?;
     {
         let wake = tail_wake.clone();
         crash.set_catch_up(move || {
@@ -114,7 +142,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         Some(spec) => Some(spawn_watch(
             spec,
             WatchOptions::default(),
-            tx.clone(),
+            records_tx.clone(),
             exits_tx.clone(),
             crash.clone(),
             collectors_stop_rx.clone(),
@@ -162,6 +190,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         max_bytes: cfg.batch.max_bytes.0 as usize,
         timeout: cfg.batch.timeout,
     };
+    // Self-telemetry (`telemetry.listen`): reads the live counters; a port
+    // that cannot be bound is a warning, never a reason not to ship.
+    if let Some(listen) = cfg.telemetry.listen {
+        let budgets = crate::telemetry::budgets(&cfg.outputs);
+        let views = outputs.stats().into_iter().zip(budgets);
+        crate::telemetry::start(
+            listen,
+            crate::telemetry::Telemetry {
+                started: std::time::SystemTime::now(),
+                tail: tail_stats.clone(),
+                outputs: views
+                    .map(|(stats, budget)| crate::telemetry::OutputView { stats, budget })
+                    .collect(),
+                ledger: ledger.clone(),
+                queue: rx.clone(),
+                checkpoint_file,
+                spool: Some(spool_stats.clone()),
+                crash: crash.clone(),
+                target_pid: target_pid.clone(),
+            },
+            rt.handle(),
+        );
+    }
     let (batcher_done_tx, batcher_done) = crossbeam_channel::bounded::<()>(1);
     let batcher = {
         let ledger = ledger.clone();
@@ -186,7 +237,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
                 host: m.host,
             },
             target_pid.clone(),
-            tx.clone(),
+            records_tx.clone(),
             crash.clone(),
             collectors_stop_rx.clone(),
         )?)
@@ -206,13 +257,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         spawn_fd_watch(
             target_pid.clone(),
             known,
-            tail_spec(&LogSource::for_glob("")),
+            tail_spec(&LogSource::for_glob(""))?,
             tail_wake.clone(),
             collectors_stop_rx.clone(),
         )?;
     }
     drop(exits_tx);
     drop(tx);
+    drop(records_tx);
     drop(collectors_stop_rx);
 
     // Signals: the first starts the drain (in wrapper mode it only goes to
@@ -222,6 +274,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         let ledger = ledger.clone();
         crate::signal::watch(
             rt.handle(),
+            signals,
             move |sig| {
                 if wrapper {
                     tracing::info!(
@@ -254,8 +307,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             .name("sidekick-ckpt".into())
             .spawn(move || {
                 while persisting.load(Ordering::Relaxed) {
-                    if ledger.wait_changed(PERSIST_EVERY) {
-                        persist(&ledger);
+                    if ledger.wait_changed(PERSIST_EVERY) && !persist(&ledger) {
+                        // A full or read-only disk: try again later, not
+                        // in a loop (a failed save leaves the ledger dirty).
+                        std::thread::sleep(PERSIST_EVERY);
                     }
                 }
             })?
@@ -449,9 +504,23 @@ fn spawn_heartbeat(
     Ok(())
 }
 
-fn persist(ledger: &Ledger) {
-    if let Err(e) = ledger.persist() {
-        tracing::error!(error = %e, "cannot save checkpoints");
+/// Saves the committed positions; false if that failed. A failure is
+/// logged once until a save works again.
+fn persist(ledger: &Ledger) -> bool {
+    static FAILING: AtomicBool = AtomicBool::new(false);
+    match ledger.persist() {
+        Ok(()) => {
+            if FAILING.swap(false, Ordering::Relaxed) {
+                tracing::info!("checkpoints saved again");
+            }
+            true
+        }
+        Err(e) => {
+            if !FAILING.swap(true, Ordering::Relaxed) {
+                tracing::error!(error = %e, "cannot save checkpoints; trying again every second");
+            }
+            false
+        }
     }
 }
 
@@ -497,8 +566,13 @@ pub fn load(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-fn tail_spec(s: &LogSource) -> TailSpec {
-    TailSpec {
+fn tail_spec(s: &LogSource) -> anyhow::Result<TailSpec> {
+    let multiline = s
+        .multiline
+        .as_ref()
+        .map(MultilineRules::from_config)
+        .transpose()?;
+    Ok(TailSpec {
         include: s.include.clone(),
         exclude: s.exclude.clone(),
         start_at: match s.start_at {
@@ -510,7 +584,9 @@ fn tail_spec(s: &LogSource) -> TailSpec {
         max_open_files: s.max_open_files,
         read_budget: s.read_budget.0 as usize,
         fingerprint_bytes: s.fingerprint_bytes.0 as usize,
-    }
+        format: s.format.into(),
+        multiline,
+    })
 }
 
 /// The outputs crate's configs for the config's `outputs:` (stdout when

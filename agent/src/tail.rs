@@ -1,29 +1,40 @@
 //! The log tailer: finds the files a source's globs match, reads them in
-//! large chunks, splits lines without copying them, and pushes them into the
-//! pipeline's queue with the position each chunk reaches.
+//! large chunks, splits lines without copying them, decodes them (formats,
+//! partial lines, multiline records: [`crate::formats`]) and pushes them into
+//! the pipeline's queue with the position each chunk reaches.
 //!
 //! One thread tails every file. It wakes on inotify events (through
 //! `notify`), on its scan timer (`scan_interval`, for volumes where inotify is
-//! silent) and when told to stop — never on a short poll. A pass reads only
-//! the files an event named or that still had data left after their per-pass
-//! byte budget, so one busy file cannot stall the others.
+//! silent), on a pending multiline record's timeout and when told to stop —
+//! never on a short poll. A pass reads only the files an event named, that a
+//! scan found grown, or that still had data left after their per-pass byte
+//! budget, so one busy file cannot stall the others and idle files cost one
+//! `fstat` per scan.
 //!
 //! Invariants:
 //! - a position sent with a chunk is the offset just past the last byte the
 //!   chunk accounts for (lines emitted or bytes skipped); a partial last line
-//!   is held in memory and never counted;
-//! - a file is known by device and inode, and its checkpoint also carries a
-//!   fingerprint of its first bytes, so a reused inode is read from its start;
+//!   or a pending multiline record is held in memory and never counted;
+//! - a file is known by device and inode, and also by a fingerprint of its
+//!   first bytes, so a reused inode is read from its start and a file
+//!   truncated and refilled (copytruncate) is noticed even when it has grown
+//!   past the old offset;
+//! - a file that leaves its path (rotated, deleted) is read to its end before
+//!   it is let go, and so is a file rotated away while the agent was down
+//!   (found again by its checkpoint's device, inode and fingerprint);
 //! - memory per file is bounded by `max_line_bytes` plus one read chunk.
 
+use crate::formats::{LineDecoder, LogFormat, MultilineRules};
 use crate::target::CrashContext;
 use anyhow::Context as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sidekick_pipeline::{
-    now_unix_nano, Attr, Chunk, Ledger, LogRecord, Position, Record, SourceId, SourceMeta,
+    now_unix_nano, Attr, Checkpoint, Chunk, Ledger, LogRecord, Position, Record, SourceId,
+    SourceMeta,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +48,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// How long a rotated or deleted file stays open after reaching its end, for
 /// writers that have not reopened their log yet.
 const ROTATE_GRACE: Duration = Duration::from_secs(2);
+/// Least time between two scans asked for by filesystem events (a burst of
+/// creations costs one scan, not one per file).
+const RESCAN_GAP: Duration = Duration::from_millis(200);
 
 /// Where a newly found file is read from when no checkpoint knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +83,10 @@ pub struct TailSpec {
     pub read_budget: usize,
     /// Bytes of a file's start that identify it beside device and inode.
     pub fingerprint_bytes: usize,
+    /// How lines are decoded.
+    pub format: LogFormat,
+    /// How lines are joined into records, if they are.
+    pub multiline: Option<MultilineRules>,
 }
 
 /// What the tailer counts, for self-telemetry.
@@ -91,7 +109,8 @@ pub struct TailStats {
 pub enum Wake {
     /// A filesystem event.
     Fs(notify::Result<notify::Event>),
-    /// Stop reading and return.
+    /// Stop reading and return (pending multiline records are shipped;
+    /// partial last lines are read again after a restart).
     Stop,
     /// The target is gone: read every file to its current end, ship held
     /// partial last lines too (no newline will ever come), then return.
@@ -108,6 +127,7 @@ type FileId = (u64, u64);
 struct Compiled {
     spec: TailSpec,
     exclude: Vec<glob::Pattern>,
+    include: Vec<glob::Pattern>,
     /// Whether this source's first scan is done: files found by it (and
     /// not known to a checkpoint) start at `start_at`; later ones at 0.
     scanned: bool,
@@ -118,12 +138,14 @@ fn compile(spec: TailSpec) -> anyhow::Result<Compiled> {
     for p in &spec.exclude {
         exclude.push(glob::Pattern::new(p).with_context(|| format!("invalid exclude glob {p:?}"))?);
     }
+    let mut include = Vec::new();
     for p in &spec.include {
-        glob::Pattern::new(p).with_context(|| format!("invalid include glob {p:?}"))?;
+        include.push(glob::Pattern::new(p).with_context(|| format!("invalid include glob {p:?}"))?);
     }
     Ok(Compiled {
         spec,
         exclude,
+        include,
         scanned: false,
     })
 }
@@ -137,9 +159,11 @@ struct Tailed {
     last_read: Instant,
     source: SourceId,
     meta: Arc<SourceMeta>,
-    /// Offset of `buf[0]` in the file: everything before it is accounted for.
+    /// Offset of `partial[0]` in the file: everything before it has been
+    /// split into lines (and handed to the decoder) or skipped.
     consumed: u64,
-    buf: BytesMut,
+    /// The bytes of a last line whose newline has not come yet.
+    partial: Vec<u8>,
     /// Dropping the rest of an over-long line up to its newline.
     skipping: bool,
     /// When the path stopped pointing at this file (rotated or deleted).
@@ -147,14 +171,49 @@ struct Tailed {
     /// Bytes the saved fingerprint covers; grows with a short file up to
     /// `fingerprint_bytes`, so a file shorter than that is still read.
     fp_len: usize,
+    /// The fingerprint of the first `fp_len` bytes.
+    fp: u64,
+    decoder: LineDecoder,
+    /// Raw lines, no multiline: the decoder is bypassed.
+    passthrough: bool,
+    /// The last position sent for this file.
+    sent: u64,
+}
+
+impl Tailed {
+    /// Where the next read starts.
+    fn read_end(&self) -> u64 {
+        self.consumed + self.partial.len() as u64
+    }
+
+    /// How far the file is accounted for in records already produced.
+    fn position(&self) -> u64 {
+        if self.passthrough {
+            self.consumed
+        } else {
+            self.decoder.committed_offset()
+        }
+    }
+
+    fn save_meta(&self, ledger: &Ledger) {
+        ledger.set_meta(
+            self.source,
+            serde_json::json!({"path": self.meta.path, "fp": self.fp, "fp_len": self.fp_len}),
+        );
+    }
 }
 
 /// The tailer of every log source.
 pub struct Tailer {
     specs: Vec<Compiled>,
     files: HashMap<FileId, Tailed>,
-    by_path: HashMap<PathBuf, FileId>,
+    /// The files at the paths the globs matched (keyed by the path's bytes:
+    /// hashing a `Path` walks its components, which a scan of thousands of
+    /// files feels).
+    by_path: HashMap<OsString, FileId>,
     dirty: HashSet<FileId>,
+    /// Files whose decoder holds a pending record (it has a deadline).
+    pending: HashSet<FileId>,
     tx: Sender<Chunk>,
     ledger: Arc<Ledger>,
     stats: Arc<TailStats>,
@@ -164,9 +223,15 @@ pub struct Tailer {
     ctl: Control,
     /// Files with a descriptor open, and the most allowed.
     open_count: usize,
+    /// The open files by when they were last read (parking picks the
+    /// oldest idle one).
+    lru: BTreeSet<(Instant, FileId)>,
     max_open: usize,
     warned: HashSet<String>,
     crash: Option<Arc<CrashContext>>,
+    /// Whether saved checkpoints no glob matched were looked for.
+    restored: bool,
+    last_scan: Option<Instant>,
 }
 
 impl Tailer {
@@ -205,6 +270,7 @@ impl Tailer {
                 files: HashMap::new(),
                 by_path: HashMap::new(),
                 dirty: HashSet::new(),
+                pending: HashSet::new(),
                 tx,
                 ledger,
                 stats,
@@ -213,9 +279,12 @@ impl Tailer {
                 watched: HashSet::new(),
                 ctl: Control::default(),
                 open_count: 0,
+                lru: BTreeSet::new(),
                 max_open,
                 warned: HashSet::new(),
                 crash: None,
+                restored: false,
+                last_scan: None,
             },
             wake_tx,
         ))
@@ -239,12 +308,18 @@ impl Tailer {
         let mut next_scan = Instant::now();
         let mut rescan = false;
         while !self.ctl.stop {
-            if rescan || Instant::now() >= next_scan {
+            let now = Instant::now();
+            let event_scan_due = rescan
+                && self
+                    .last_scan
+                    .is_none_or(|t| now.duration_since(t) >= RESCAN_GAP);
+            if event_scan_due || now >= next_scan {
                 self.scan();
                 rescan = false;
                 next_scan = Instant::now() + scan_every;
             }
             let more = self.read_pass();
+            self.flush_expired();
             for spec in std::mem::take(&mut self.ctl.added) {
                 rescan |= self.on_wake(Wake::AddSource(spec));
             }
@@ -257,7 +332,14 @@ impl Tailer {
             let timeout = if more {
                 Duration::ZERO
             } else {
-                self.next_deadline(next_scan)
+                let mut t = self.next_deadline(next_scan);
+                if rescan {
+                    let due = self.last_scan.map_or(Duration::ZERO, |s| {
+                        (s + RESCAN_GAP).saturating_duration_since(Instant::now())
+                    });
+                    t = t.min(due);
+                }
+                t
             };
             match self.wake.recv_timeout(timeout) {
                 Ok(w) => {
@@ -270,8 +352,12 @@ impl Tailer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // Positions are committed through the ledger only; nothing to flush
-        // here. A held partial line will be read again after a restart.
+        // Complete records held by the decoders (a multiline record waiting
+        // for its timeout) are shipped; partial lines are read again after a
+        // restart. Positions are committed through the ledger only.
+        if !self.ctl.closed {
+            self.flush_pending();
+        }
         self.stats.open_files.store(0, Ordering::Relaxed);
     }
 
@@ -283,33 +369,121 @@ impl Tailer {
                 deadline = deadline.min(t + ROTATE_GRACE);
             }
         }
+        for id in &self.pending {
+            if let Some(t) = self
+                .files
+                .get(id)
+                .and_then(|f| f.decoder.pending_deadline())
+            {
+                deadline = deadline.min(t);
+            }
+        }
         deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Ships the pending records whose timeout has passed.
+    fn flush_expired(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let ids: Vec<FileId> = self.pending.iter().copied().collect();
+        for id in ids {
+            let Some(f) = self.files.get_mut(&id) else {
+                self.pending.remove(&id);
+                continue;
+            };
+            if f.decoder.pending_deadline().is_some_and(|t| t <= now) {
+                let mut out = Vec::new();
+                f.decoder.flush_expired(now, &mut out);
+                if !self.ship(id, out) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ships every pending record (shutdown).
+    fn flush_pending(&mut self) {
+        let ids: Vec<FileId> = self.pending.iter().copied().collect();
+        for id in ids {
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            f.decoder.flush(&mut out);
+            if !self.ship(id, out) {
+                return;
+            }
+        }
+    }
+
+    /// Sends `out` (records the decoder of `id` produced) with the file's
+    /// position; keeps `pending` true. Returns false when the queue is gone.
+    fn ship(&mut self, id: FileId, out: Vec<LogRecord>) -> bool {
+        let Some(f) = self.files.get_mut(&id) else {
+            return true;
+        };
+        if f.decoder.pending_deadline().is_some() {
+            self.pending.insert(id);
+        } else {
+            self.pending.remove(&id);
+        }
+        let position = f.position();
+        if out.is_empty() && position == f.sent {
+            return true;
+        }
+        f.sent = position;
+        self.stats
+            .lines
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        if let Some(crash) = &self.crash {
+            crash.push_lines(out.iter().map(|l| &l.body));
+        }
+        let chunk = Chunk {
+            records: out.into_iter().map(Record::Log).collect(),
+            position: Some(Position {
+                source: f.source,
+                offset: position,
+            }),
+        };
+        if send(&self.tx, chunk, &self.wake, &mut self.ctl) {
+            true
+        } else {
+            self.ctl.closed = true;
+            false
+        }
+    }
+
+    /// Ships a file's held partial last line (no newline will come: the
+    /// target is gone or the file was rotated away) and whatever its
+    /// decoder holds.
+    fn finish(&mut self, id: FileId) -> bool {
+        let Some(f) = self.files.get_mut(&id) else {
+            return true;
+        };
+        let mut out = Vec::new();
+        let observed = now_unix_nano();
+        if !f.partial.is_empty() && !f.skipping {
+            let line = Bytes::from(std::mem::take(&mut f.partial));
+            f.consumed += line.len() as u64;
+            emit(f, line, false, f.consumed, observed, &mut out);
+        } else if f.skipping {
+            f.consumed += f.partial.len() as u64;
+            f.partial.clear();
+            f.decoder.skip_to(f.consumed);
+        }
+        f.decoder.flush(&mut out);
+        self.ship(id, out)
     }
 
     /// Reads every file to its current end, then ships held partial lines.
     fn drain(&mut self) {
         self.scan();
         while self.read_pass() && !self.ctl.stop {}
-        let observed = now_unix_nano();
         let ids: Vec<FileId> = self.files.keys().copied().collect();
         for id in ids {
-            let Some(f) = self.files.get_mut(&id) else {
-                continue;
-            };
-            if f.buf.is_empty() || f.skipping {
-                continue;
-            }
-            let rest = f.buf.split().freeze();
-            f.consumed += rest.len() as u64;
-            let rec = line_record(rest, observed, &f.meta);
-            let chunk = Chunk {
-                records: vec![Record::Log(rec)],
-                position: Some(Position {
-                    source: f.source,
-                    offset: f.consumed,
-                }),
-            };
-            if !send(&self.tx, chunk, &self.wake, &mut self.ctl) {
+            if !self.finish(id) {
                 break;
             }
         }
@@ -344,8 +518,8 @@ impl Tailer {
                     let partial: Vec<Bytes> = self
                         .files
                         .values()
-                        .filter(|f| !f.buf.is_empty() && !f.skipping)
-                        .map(|f| Bytes::copy_from_slice(&f.buf))
+                        .filter(|f| !f.partial.is_empty() && !f.skipping)
+                        .map(|f| Bytes::copy_from_slice(&f.partial))
                         .collect();
                     crash.push_lines(&partial);
                 }
@@ -357,13 +531,25 @@ impl Tailer {
                 true
             }
             Wake::Fs(Ok(ev)) => {
+                use notify::event::{AccessKind, AccessMode, ModifyKind};
                 use notify::EventKind;
+                match ev.kind {
+                    // Our own scans and reads open files and directories:
+                    // those events must not cause a scan, or the tailer
+                    // would wake itself forever.
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => {
+                        return false;
+                    }
+                    _ => {}
+                }
                 let mut rescan = !matches!(
                     ev.kind,
-                    EventKind::Modify(notify::event::ModifyKind::Data(_))
+                    EventKind::Modify(ModifyKind::Data(_))
+                        | EventKind::Access(AccessKind::Close(AccessMode::Write))
                 );
                 for p in &ev.paths {
-                    match self.by_path.get(p) {
+                    match self.by_path.get(p.as_os_str()) {
                         Some(id) => {
                             self.dirty.insert(*id);
                         }
@@ -375,9 +561,11 @@ impl Tailer {
         }
     }
 
-    /// Expands every glob, opens new files, notices rotated and deleted ones.
+    /// Expands every glob, opens new files, notices rotated and deleted ones,
+    /// and marks the files that grew.
     fn scan(&mut self) {
-        let mut seen: HashSet<PathBuf> = HashSet::new();
+        self.last_scan = Some(Instant::now());
+        let mut current: HashMap<OsString, FileId> = HashMap::new();
         for si in 0..self.specs.len() {
             for pattern in self.specs[si].spec.include.clone() {
                 self.watch_base(&pattern);
@@ -396,40 +584,173 @@ impl Tailer {
                             continue;
                         }
                     };
-                    if self.excluded(si, &path) || !seen.insert(path.clone()) {
+                    if current.contains_key(path.as_os_str()) || self.excluded(si, &path) {
                         continue;
                     }
-                    self.consider(si, path);
+                    if let Some(id) = self.consider(si, &path) {
+                        current.insert(path.into_os_string(), id);
+                    }
                 }
             }
         }
-        // Paths that no longer point at the file we hold: rotated or deleted.
-        let gone: Vec<(PathBuf, FileId)> = self
-            .by_path
-            .iter()
-            .filter(|(p, id)| !seen.contains(*p) || file_id(p).ok() != Some(**id))
-            .map(|(p, id)| (p.clone(), *id))
-            .collect();
-        for (p, id) in gone {
-            self.by_path.remove(&p);
-            if let Some(f) = self.files.get_mut(&id) {
-                if f.rotated_at.is_none() {
-                    tracing::debug!(path = %p.display(), "file rotated or deleted; reading it to its end");
-                    f.rotated_at = Some(Instant::now());
-                }
-            }
+        self.by_path = current;
+        if !self.restored {
+            self.restored = true;
+            self.restore_rotated();
         }
         for c in &mut self.specs {
             c.scanned = true;
         }
-        // A scan reads every open file once (covers writes inotify did not
-        // report) and every parked file that grew.
-        for (id, f) in &self.files {
-            let grew = f.file.is_some()
-                || std::fs::metadata(&f.path)
-                    .is_ok_and(|m| (m.dev(), m.ino()) == *id && m.len() > f.consumed);
-            if grew {
+        // Files no longer at their path: renamed within the globs (follow
+        // the new name), or rotated away or deleted (read to the end, then
+        // let go). Files that grew are marked for reading.
+        let mut release = Vec::new();
+        let mut at: Option<HashMap<FileId, &OsString>> = None;
+        for (id, f) in self.files.iter_mut() {
+            if self.by_path.get(f.path.as_os_str()) != Some(id) {
+                // Rare (a rotation): only then is the reverse map built.
+                let at = at.get_or_insert_with(|| {
+                    let mut m = HashMap::new();
+                    for (p, id) in &self.by_path {
+                        m.entry(*id).or_insert(p);
+                    }
+                    m
+                });
+                if let Some(p) = at.get(id) {
+                    f.path = PathBuf::from(*p);
+                } else if f.file.is_none() {
+                    // Parked and gone: nothing left to read it through.
+                    release.push(*id);
+                    continue;
+                } else if f.rotated_at.is_none() {
+                    tracing::debug!(path = %f.path.display(), "file rotated or deleted; reading it to its end");
+                    f.rotated_at = Some(Instant::now());
+                }
+            }
+            let size = match &f.file {
+                Some(file) => file.metadata().map(|m| m.len()),
+                None => std::fs::metadata(&f.path).map(|m| m.len()),
+            };
+            if size.is_ok_and(|s| s != f.read_end()) || f.rotated_at.is_some() {
                 self.dirty.insert(*id);
+            }
+        }
+        for id in release {
+            self.release(id);
+        }
+    }
+
+    /// After a restart: the saved checkpoints no glob matched name files
+    /// rotated away while the agent was down (or gone). Each is looked for in
+    /// its old directory by device, inode and fingerprint, read from its
+    /// checkpoint to its end, and let go.
+    fn restore_rotated(&mut self) {
+        // Old path → (source, newest mtime of its rotations found).
+        let mut rotated: HashMap<PathBuf, (usize, i64)> = HashMap::new();
+        for (key, cp) in self.ledger.dormant() {
+            let Some((dev, ino)) = key
+                .split_once(':')
+                .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            let Some(old) = cp
+                .meta
+                .get("path")
+                .and_then(|p| p.as_str())
+                .map(PathBuf::from)
+            else {
+                self.ledger.forget(&key);
+                continue;
+            };
+            let found = old.parent().and_then(|dir| {
+                std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+                    let md = e.metadata().ok()?;
+                    (md.is_file() && md.dev() == dev && md.ino() == ino).then(|| e.path())
+                })
+            });
+            let Some(path) = found else {
+                tracing::debug!(path = %old.display(), "a checkpointed file is gone");
+                self.ledger.forget(&key);
+                continue;
+            };
+            let si = self
+                .specs
+                .iter()
+                .position(|c| c.include.iter().any(|p| p.matches_path(&old)))
+                .unwrap_or(0);
+            if self.specs.is_empty() || !self.make_room((dev, ino)) {
+                continue;
+            }
+            let same = File::open(&path)
+                .and_then(|file| {
+                    let size = file.metadata()?.len();
+                    Ok(matches_checkpoint(&file, &cp, size))
+                })
+                .unwrap_or(false);
+            if !same {
+                // Not the file the checkpoint knew (inode reused): a file
+                // outside the globs is not ours to read.
+                self.ledger.forget(&key);
+                continue;
+            }
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            match self.open(si, &path, (dev, ino), size, false, Some(&old)) {
+                Ok(mut t) => {
+                    let mtime = std::fs::metadata(&path).map_or(0, |m| m.mtime());
+                    let e = rotated.entry(old.clone()).or_insert((si, 0));
+                    e.1 = e.1.max(mtime);
+                    tracing::info!(path = %path.display(), was = %old.display(), offset = t.consumed, "resuming a file rotated while sidekick was down");
+                    t.rotated_at = Some(Instant::now());
+                    self.adopt((dev, ino), t);
+                }
+                Err(e) => {
+                    let key = format!("open {}", path.display());
+                    self.warn_once(key, &e);
+                }
+            }
+        }
+        self.restore_unseen_rotations(rotated);
+    }
+
+    /// Rotations of `old` newer than the newest one a checkpoint knew were
+    /// created and rotated away while the agent was down (a writer that
+    /// rotates faster than the agent restarts): read them from the start.
+    fn restore_unseen_rotations(&mut self, rotated: HashMap<PathBuf, (usize, i64)>) {
+        for (old, (si, newest)) in rotated {
+            let (Some(dir), Some(name)) = (old.parent(), old.file_name()) else {
+                continue;
+            };
+            let prefix = format!("{}.", name.to_string_lossy());
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let Ok(md) = e.metadata() else { continue };
+                let id = (md.dev(), md.ino());
+                if !md.is_file()
+                    || md.mtime() < newest
+                    || !e.file_name().to_string_lossy().starts_with(&prefix)
+                    || self.files.contains_key(&id)
+                    || self.by_path.values().any(|v| *v == id)
+                    || self.excluded(si, &path)
+                    || is_compressed(&path)
+                    || !self.make_room(id)
+                {
+                    continue;
+                }
+                match self.open(si, &path, id, md.len(), true, Some(&old)) {
+                    Ok(mut t) => {
+                        tracing::info!(path = %path.display(), "reading a rotation made while sidekick was down");
+                        t.rotated_at = Some(Instant::now());
+                        self.adopt(id, t);
+                    }
+                    Err(e) => {
+                        let key = format!("open {}", path.display());
+                        self.warn_once(key, &e);
+                    }
+                }
             }
         }
     }
@@ -473,23 +794,17 @@ impl Tailer {
         }
     }
 
-    /// A path the globs matched: open it if it is a file we do not hold yet.
-    fn consider(&mut self, si: usize, path: PathBuf) {
-        let md = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(_) => return, // vanished between glob and stat
-        };
+    /// A path the globs matched: opens it if it is a file we do not hold
+    /// yet. Returns the file's id when it is (now) tailed.
+    fn consider(&mut self, si: usize, path: &Path) -> Option<FileId> {
+        let md = std::fs::metadata(path).ok()?; // vanished between glob and stat
         if !md.is_file() {
-            return;
+            return None;
         }
         let id = (md.dev(), md.ino());
-        if self.by_path.get(&path) == Some(&id) {
-            return;
-        }
-        if self.files.contains_key(&id) {
-            // The same file under a new name (renamed into the glob).
-            self.by_path.insert(path, id);
-            return;
+        if self.by_path.get(path.as_os_str()) == Some(&id) || self.files.contains_key(&id) {
+            // Known (a rename within the globs keeps its file).
+            return Some(id);
         }
         if !self.make_room(id) {
             let key = "max_open_files".to_string();
@@ -499,65 +814,79 @@ impl Tailer {
                 path.display()
             );
             self.warn_once(key, &e);
-            return;
+            return None;
         }
-        match self.open(si, &path, id, md.len()) {
+        match self.open(si, path, id, md.len(), false, None) {
             Ok(t) => {
-                self.by_path.insert(path, id);
-                self.files.insert(id, t);
-                self.dirty.insert(id);
-                self.open_count += 1;
+                self.adopt(id, t);
+                Some(id)
             }
             Err(e) => {
                 let key = format!("open {}", path.display());
                 self.warn_once(key, &e);
+                None
             }
         }
     }
 
-    fn open(&mut self, si: usize, path: &Path, id: FileId, size: u64) -> io::Result<Tailed> {
+    /// Opens a file to tail: from its checkpoint if one matches it, else
+    /// from 0 (`from_start`, or a new file) or its end (`start_at: end`).
+    fn open(
+        &mut self,
+        si: usize,
+        path: &Path,
+        id: FileId,
+        size: u64,
+        from_start: bool,
+        name: Option<&Path>,
+    ) -> io::Result<Tailed> {
         let spec = &self.specs[si].spec;
         let mut file = File::open(path)?;
         let fp_len = (spec.fingerprint_bytes as u64).min(size) as usize;
-        let fp = fingerprint(&mut file, fp_len)?;
+        let fp = fingerprint(&file, fp_len)?;
         let key = format!("{}:{}", id.0, id.1);
         let (source, saved) = self.ledger.source(&key);
-        let resume = saved.and_then(|cp| {
-            let len = cp.meta.get("fp_len")?.as_u64()? as usize;
-            let want = cp.meta.get("fp")?.as_u64()?;
-            let same = len <= size as usize
-                && fingerprint(&mut file, len).ok() == Some(want)
-                && cp.offset <= size;
-            same.then_some(cp.offset)
-        });
+        let known = saved.is_some();
+        let resume = saved
+            .filter(|cp| matches_checkpoint(&file, cp, size))
+            .map(|cp| cp.offset);
         let start = match resume {
             Some(off) => off,
+            // A checkpoint knew this inode but not this content: a new file
+            // (inode reused, or truncated while we were down).
+            None if known || from_start => 0,
             None if !self.specs[si].scanned && spec.start_at == StartAt::End => size,
             None => 0,
         };
         if resume.is_none() {
             self.ledger.set_committed(source, start);
         }
-        let path_str = path.to_string_lossy().into_owned();
-        self.ledger.set_meta(
-            source,
-            serde_json::json!({"path": path_str, "fp": fp, "fp_len": fp_len}),
-        );
+        let path_str = name.unwrap_or(path).to_string_lossy().into_owned();
         file.seek(SeekFrom::Start(start))?;
         tracing::info!(path = %path.display(), offset = start, resumed = resume.is_some(), "tailing");
-        Ok(Tailed {
+        let meta = Arc::new(SourceMeta::for_path(&path_str));
+        let decoder = LineDecoder::new(spec.format, spec.multiline.clone(), spec.max_line_bytes)
+            .starting_at(start)
+            .with_source(meta.clone());
+        let t = Tailed {
             spec: si,
             path: path.to_path_buf(),
             file: Some(file),
             last_read: Instant::now(),
             source,
-            meta: Arc::new(SourceMeta::for_path(&path_str)),
+            meta,
             consumed: start,
-            buf: BytesMut::new(),
+            partial: Vec::new(),
             skipping: false,
             rotated_at: None,
             fp_len,
-        })
+            fp,
+            passthrough: decoder.is_passthrough(),
+            decoder,
+            sent: start,
+        };
+        t.save_meta(&self.ledger);
+        Ok(t)
     }
 
     /// Reads every dirty file up to its budget. Returns whether some file
@@ -576,7 +905,9 @@ impl Tailer {
             let Some(f) = self.files.get_mut(&id) else {
                 continue;
             };
+            self.lru.remove(&(f.last_read, id));
             f.last_read = Instant::now();
+            self.lru.insert((f.last_read, id));
             let spec = &self.specs[f.spec].spec;
             let io = Io {
                 tx: &self.tx,
@@ -585,7 +916,13 @@ impl Tailer {
                 ledger: &self.ledger,
                 crash: self.crash.as_deref(),
             };
-            match read_file(f, spec, &io, &mut self.ctl) {
+            let outcome = read_file(f, spec, &io, &mut self.ctl);
+            if f.decoder.pending_deadline().is_some() {
+                self.pending.insert(id);
+            } else {
+                self.pending.remove(&id);
+            }
+            match outcome {
                 Ok(Outcome::More) => {
                     more = true;
                     self.dirty.insert(id);
@@ -599,6 +936,7 @@ impl Tailer {
                     }
                 }
                 Ok(Outcome::QueueClosed) => {
+                    self.ctl.closed = true;
                     self.ctl.stop = true;
                 }
                 Err(e) => {
@@ -609,16 +947,11 @@ impl Tailer {
             }
         }
         for id in close {
-            if let Some(f) = self.files.remove(&id) {
-                tracing::debug!(path = %f.path.display(), "released");
-                if f.file.is_some() {
-                    self.open_count -= 1;
-                }
-                self.by_path.retain(|_, v| *v != id);
-                if f.rotated_at.is_some() {
-                    self.ledger.retire(f.source);
-                }
+            // A rotated file's last line will not get its newline now.
+            if self.files.get(&id).is_some_and(|f| f.rotated_at.is_some()) && !self.finish(id) {
+                break;
             }
+            self.release(id);
         }
         self.stats
             .open_files
@@ -626,23 +959,51 @@ impl Tailer {
         more
     }
 
+    /// Starts tailing a file just opened.
+    fn adopt(&mut self, id: FileId, t: Tailed) {
+        self.lru.insert((t.last_read, id));
+        self.files.insert(id, t);
+        self.dirty.insert(id);
+        self.open_count += 1;
+    }
+
+    /// Lets a file go: closes it and, if it left its path, forgets its
+    /// checkpoint once what was read of it is acknowledged.
+    fn release(&mut self, id: FileId) {
+        if let Some(f) = self.files.remove(&id) {
+            tracing::debug!(path = %f.path.display(), "released");
+            if f.file.is_some() {
+                self.open_count -= 1;
+                self.lru.remove(&(f.last_read, id));
+            }
+            if self.by_path.get(f.path.as_os_str()) == Some(&id) {
+                self.by_path.remove(f.path.as_os_str());
+            }
+            self.dirty.remove(&id);
+            self.pending.remove(&id);
+            if f.rotated_at.is_some() || f.file.is_none() {
+                self.ledger.retire(f.source);
+            }
+        }
+    }
+
     /// Closes least recently read idle files until one more may be opened
     /// (never `keep`). Returns whether there is room.
     fn make_room(&mut self, keep: FileId) -> bool {
         while self.open_count >= self.max_open {
-            let victim = self
-                .files
-                .iter()
-                .filter(|(id, f)| {
-                    **id != keep
-                        && f.file.is_some()
-                        && f.buf.is_empty()
-                        && !f.skipping
-                        && f.rotated_at.is_none()
-                        && !self.dirty.contains(*id)
-                })
-                .min_by_key(|(_, f)| f.last_read)
-                .map(|(id, _)| *id);
+            // Least recently read first; files with work left are skipped
+            // (few: the busy ones), so this does not walk every file.
+            let victim = self.lru.iter().map(|(_, id)| *id).find(|id| {
+                *id != keep
+                    && !self.dirty.contains(id)
+                    && !self.pending.contains(id)
+                    && self.files.get(id).is_some_and(|f| {
+                        f.file.is_some()
+                            && f.partial.is_empty()
+                            && !f.skipping
+                            && f.rotated_at.is_none()
+                    })
+            });
             let Some(victim) = victim else {
                 return false;
             };
@@ -650,6 +1011,7 @@ impl Tailer {
                 tracing::debug!(path = %f.path.display(), "parked: idle, closed for max_open_files");
                 f.file = None;
                 self.open_count -= 1;
+                self.lru.remove(&(f.last_read, victim));
             }
         }
         true
@@ -670,20 +1032,22 @@ impl Tailer {
         };
         let reopened = File::open(&f.path).and_then(|mut file| {
             let md = file.metadata()?;
-            if (md.dev(), md.ino()) != id {
+            if (md.dev(), md.ino()) != id || fingerprint(&file, f.fp_len)? != f.fp {
                 return Err(io::Error::other("replaced while parked"));
             }
-            file.seek(SeekFrom::Start(f.consumed))?;
+            file.seek(SeekFrom::Start(f.read_end()))?;
             Ok(file)
         });
         match reopened {
             Ok(file) => {
                 f.file = Some(file);
                 self.open_count += 1;
+                self.lru.insert((f.last_read, id));
                 true
             }
             Err(e) => {
-                tracing::debug!(path = %f.path.display(), error = %e, "cannot reopen a parked file");
+                tracing::debug!(path = %f.path.display(), error = %e, "cannot reopen a parked file; letting it go");
+                self.release(id);
                 false
             }
         }
@@ -697,6 +1061,8 @@ struct Control {
     stop: bool,
     /// Read everything to the end, then stop.
     drain: bool,
+    /// The queue is gone (or a send gave up on a stop request).
+    closed: bool,
     /// Sources added while the tailer was blocked on a full queue.
     added: Vec<TailSpec>,
 }
@@ -728,56 +1094,95 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         ledger,
         crash,
     } = *io;
+    let read_end = f.read_end();
     let Some(file) = f.file.as_mut() else {
         return Ok(Outcome::Eof);
     };
-    // copytruncate: the file is now shorter than what we consumed.
-    let size = file.metadata()?.len();
-    if size < f.consumed + f.buf.len() as u64 {
-        tracing::info!(path = %f.path.display(), size, offset = f.consumed, "file truncated; reading it again from the start");
+    let mut size = file.metadata()?.len();
+    if size == read_end {
+        return Ok(Outcome::Eof);
+    }
+    // copytruncate: the file is shorter than what we read, or its first
+    // bytes changed (truncated and refilled past our offset).
+    let truncated = size < read_end || (f.fp_len > 0 && fingerprint(file, f.fp_len)? != f.fp);
+    if truncated {
+        tracing::info!(path = %f.path.display(), size, offset = read_end, "file truncated; reading it again from the start");
         stats.truncations.fetch_add(1, Ordering::Relaxed);
         file.seek(SeekFrom::Start(0))?;
+        size = file.metadata()?.len();
+        let mut out = Vec::new();
         f.consumed = 0;
-        f.buf.clear();
+        f.partial.clear();
         f.skipping = false;
+        f.decoder.rewind(0, &mut out);
+        f.fp_len = 0;
+        f.fp = fingerprint(file, 0)?;
+        // What was pending was read before the truncation: ship it, and
+        // move the position back to the start.
+        let position = f.position();
+        let chunk = Chunk {
+            records: out.into_iter().map(Record::Log).collect(),
+            position: Some(Position {
+                source: f.source,
+                offset: position,
+            }),
+        };
+        f.sent = position;
+        if !send(tx, chunk, wake, ctl) {
+            return Ok(Outcome::QueueClosed);
+        }
     }
     let mut budget = spec.read_budget.max(READ_CHUNK);
     loop {
         if budget == 0 {
             return Ok(Outcome::More);
         }
-        let start = f.buf.len();
-        f.buf.resize(start + READ_CHUNK, 0);
+        let want = size.saturating_sub(f.read_end()).min(READ_CHUNK as u64) as usize;
+        // Read straight into the buffer the lines will be slices of (no
+        // zero-filling, no copy but the held partial line's bytes).
+        let mut buf = Vec::with_capacity(f.partial.len() + want.max(1));
+        buf.extend_from_slice(&f.partial);
         let Some(file) = f.file.as_mut() else {
             return Ok(Outcome::Eof);
         };
-        let n = match file.read(&mut f.buf[start..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                f.buf.truncate(start);
-                return Err(e);
-            }
+        let n = if want == 0 {
+            0
+        } else {
+            file.by_ref().take(want as u64).read_to_end(&mut buf)?
         };
-        f.buf.truncate(start + n);
         if n == 0 {
+            // At the end as of the last `fstat`: look once more (a writer
+            // may be appending while we read).
+            let now = file.metadata()?.len();
+            if now > size {
+                size = now;
+                continue;
+            }
             return Ok(Outcome::Eof);
         }
         budget = budget.saturating_sub(n);
         stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let mut out = Vec::new();
+        split(f, buf, spec, stats, &mut out);
         if f.fp_len < spec.fingerprint_bytes {
             grow_fingerprint(f, spec, ledger)?;
         }
-        let chunk = split(f, spec, stats);
-        if chunk.records.is_empty() && chunk.position.is_none() {
+        let position = f.position();
+        if out.is_empty() && position == f.sent {
             continue;
         }
+        f.sent = position;
+        stats.lines.fetch_add(out.len() as u64, Ordering::Relaxed);
         if let Some(crash) = crash {
-            crash.push_lines(chunk.records.iter().filter_map(|r| match r {
-                Record::Log(l) => Some(&l.body),
-                Record::Metric(_) => None,
-            }));
+            crash.push_lines(out.iter().map(|l| &l.body));
         }
+        let chunk = Chunk {
+            records: out.into_iter().map(Record::Log).collect(),
+            position: Some(Position {
+                source: f.source,
+                offset: position,
+            }),
+        };
         if !send(tx, chunk, wake, ctl) {
             return Ok(Outcome::QueueClosed);
         }
@@ -787,18 +1192,15 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
 /// A file shorter than `fingerprint_bytes` when first seen: as it grows, its
 /// saved fingerprint covers more of it (only until it reaches the full size).
 fn grow_fingerprint(f: &mut Tailed, spec: &TailSpec, ledger: &Ledger) -> io::Result<()> {
-    let seen = f.consumed as usize + f.buf.len();
+    let seen = f.read_end() as usize;
     let len = seen.min(spec.fingerprint_bytes);
     if len > f.fp_len {
         let Some(file) = f.file.as_mut() else {
             return Ok(());
         };
-        let fp = fingerprint(file, len)?;
+        f.fp = fingerprint(file, len)?;
         f.fp_len = len;
-        ledger.set_meta(
-            f.source,
-            serde_json::json!({"path": f.meta.path, "fp": fp, "fp_len": len}),
-        );
+        f.save_meta(ledger);
     }
     Ok(())
 }
@@ -832,89 +1234,154 @@ fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, ctl: &mut C
     }
 }
 
-/// Turns the complete lines in `f.buf` into records; keeps a partial last
-/// line; cuts lines longer than `max_line_bytes`.
-fn split(f: &mut Tailed, spec: &TailSpec, stats: &TailStats) -> Chunk {
+/// Splits `buf` (the held partial line followed by newly read bytes, which
+/// start at `f.read_end()` minus the partial's length) into lines and hands
+/// them on; keeps a partial last line; cuts lines longer than
+/// `max_line_bytes`.
+fn split(
+    f: &mut Tailed,
+    buf: Vec<u8>,
+    spec: &TailSpec,
+    stats: &TailStats,
+    out: &mut Vec<LogRecord>,
+) {
     let max = spec.max_line_bytes.max(1);
-    let mut records = Vec::new();
-    let mut moved = false;
-    if f.skipping {
-        match memchr::memchr(b'\n', &f.buf) {
-            Some(nl) => {
-                let _ = f.buf.split_to(nl + 1);
-                f.consumed += nl as u64 + 1;
-                f.skipping = false;
-            }
-            None => {
-                f.consumed += f.buf.len() as u64;
-                f.buf.clear();
-            }
-        }
-        moved = true;
-    }
     let observed = now_unix_nano();
-    if let Some(last) = memchr::memrchr(b'\n', &f.buf) {
-        let complete: Bytes = f.buf.split_to(last + 1).freeze();
-        f.consumed += complete.len() as u64;
-        records.reserve(complete.len() / 128 + 1);
-        let mut from = 0;
-        for nl in memchr::memchr_iter(b'\n', &complete) {
-            let mut end = nl;
-            if end > from && complete[end - 1] == b'\r' {
-                end -= 1;
-            }
-            let mut rec = line_record(complete.slice(from..end), observed, &f.meta);
-            if end - from > max {
-                rec.body.truncate(max);
-                rec.attributes.push(Attr::new("log.record.truncated", true));
-                stats.truncated_lines.fetch_add(1, Ordering::Relaxed);
-            }
-            records.push(Record::Log(rec));
-            from = nl + 1;
+    let Some(last) = memchr::memrchr(b'\n', &buf) else {
+        // No line ends here.
+        if f.skipping {
+            f.consumed += buf.len() as u64;
+            f.partial.clear();
+            f.decoder.skip_to(f.consumed);
+        } else if buf.len() > max {
+            // A line longer than allowed and still growing: ship its head,
+            // skip the rest.
+            f.consumed += buf.len() as u64;
+            let end = f.consumed;
+            let head = Bytes::from(buf).slice(..max);
+            cut(f, head, end, observed, out, stats);
+            f.partial.clear();
+            f.skipping = true;
+        } else {
+            f.partial = buf;
         }
-        moved = true;
+        return;
+    };
+    let data = Bytes::from(buf);
+    let base = f.consumed;
+    let mut from = 0;
+    if f.skipping {
+        // `last` exists, so the skipped line ends in this buffer.
+        let nl = memchr::memchr(b'\n', &data).unwrap_or(last);
+        from = nl + 1;
+        f.decoder.skip_to(base + from as u64);
+        f.skipping = false;
     }
-    if f.buf.len() > max {
-        // A line longer than allowed and still growing: ship its head, skip the rest.
-        let head = f.buf.split_to(max).freeze();
-        f.consumed += head.len() as u64 + f.buf.len() as u64;
-        f.buf.clear();
+    let first = from;
+    out.reserve((last + 1).saturating_sub(first) / 128 + 1);
+    for nl in memchr::memchr_iter(b'\n', &data[first..last + 1]) {
+        let nl = first + nl;
+        let mut end = nl;
+        if end > from && data[end - 1] == b'\r' {
+            end -= 1;
+        }
+        let line_end = base + nl as u64 + 1;
+        if end - from > max {
+            cut(
+                f,
+                data.slice(from..from + max),
+                line_end,
+                observed,
+                out,
+                stats,
+            );
+        } else {
+            emit(f, data.slice(from..end), false, line_end, observed, out);
+        }
+        from = nl + 1;
+    }
+    f.consumed = base + last as u64 + 1;
+    let rest = &data[last + 1..];
+    if rest.len() > max {
+        f.consumed += rest.len() as u64;
+        let end = f.consumed;
+        cut(
+            f,
+            data.slice(last + 1..last + 1 + max),
+            end,
+            observed,
+            out,
+            stats,
+        );
+        f.partial.clear();
         f.skipping = true;
-        let mut rec = line_record(head, observed, &f.meta);
-        rec.attributes.push(Attr::new("log.record.truncated", true));
-        stats.truncated_lines.fetch_add(1, Ordering::Relaxed);
-        records.push(Record::Log(rec));
-        moved = true;
-    }
-    stats
-        .lines
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
-    Chunk {
-        records,
-        position: moved.then_some(Position {
-            source: f.source,
-            offset: f.consumed,
-        }),
+    } else {
+        f.partial = rest.to_vec();
     }
 }
 
-fn line_record(body: Bytes, observed: u64, meta: &Arc<SourceMeta>) -> LogRecord {
-    LogRecord {
-        body,
-        observed_time_unix_nano: observed,
-        source: Some(meta.clone()),
-        ..LogRecord::default()
+/// Hands on the head of a line cut at `max_line_bytes`.
+fn cut(
+    f: &mut Tailed,
+    head: Bytes,
+    end: u64,
+    observed: u64,
+    out: &mut Vec<LogRecord>,
+    stats: &TailStats,
+) {
+    stats.truncated_lines.fetch_add(1, Ordering::Relaxed);
+    emit(f, head, true, end, observed, out);
+}
+
+/// Hands on one line ending at file offset `end`: straight to a record, or
+/// through the file's decoder.
+fn emit(f: &mut Tailed, line: Bytes, cut: bool, end: u64, observed: u64, out: &mut Vec<LogRecord>) {
+    if f.passthrough {
+        let mut rec = LogRecord {
+            body: line,
+            observed_time_unix_nano: observed,
+            source: Some(f.meta.clone()),
+            ..LogRecord::default()
+        };
+        if cut {
+            rec.attributes.push(Attr::new("log.record.truncated", true));
+        }
+        out.push(rec);
+    } else if cut {
+        f.decoder.push_cut(line, end, observed, out);
+    } else {
+        f.decoder.push(line, end, observed, out);
     }
 }
 
-fn file_id(path: &Path) -> io::Result<FileId> {
-    let md = std::fs::metadata(path)?;
-    Ok((md.dev(), md.ino()))
+/// Whether a file starts like gzip, zstd, bzip2 or xz data (a compressed
+/// rotation, not a log to read).
+fn is_compressed(path: &Path) -> bool {
+    let mut head = [0u8; 4];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(b"BZh")
+        || head.starts_with(&[0xfd, b'7', b'z', b'X'])
 }
 
+/// Whether `file` (of `size` bytes) is the file `cp` was saved for: its
+/// first bytes have the saved fingerprint and it still reaches the offset.
+fn matches_checkpoint(file: &File, cp: &Checkpoint, size: u64) -> bool {
+    let (Some(len), Some(want)) = (
+        cp.meta.get("fp_len").and_then(|v| v.as_u64()),
+        cp.meta.get("fp").and_then(|v| v.as_u64()),
+    ) else {
+        return false;
+    };
+    len <= size && cp.offset <= size && fingerprint(file, len as usize).ok() == Some(want)
+}
 /// FNV-1a over the first `len` bytes of the file (the file's offset is left
 /// wherever it was: reads use `read_at`).
-fn fingerprint(file: &mut File, len: usize) -> io::Result<u64> {
+fn fingerprint(file: &File, len: usize) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
     let mut got = 0;
@@ -982,6 +1449,8 @@ mod tests {
             max_open_files: 1024,
             read_budget: 1 << 20,
             fingerprint_bytes: 1024,
+            format: LogFormat::Raw,
+            multiline: None,
         }
     }
 

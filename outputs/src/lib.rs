@@ -2,7 +2,7 @@
 //!
 //! An [`Outputs`] fan-out takes every [`Batch`] the batcher makes and gives it
 //! to each configured output. Each output encodes and compresses the batch
-//! off the async runtime (`spawn_blocking`), sends it, retries what may be
+//! off the async runtime (on a few encoder threads), sends it, retries what may be
 //! retried, and finally acknowledges the batch to the [`Ledger`] exactly once
 //! — delivered, or dropped for good and counted. Bounded in-flight requests
 //! per output make a slow output block `Outputs::send`, which blocks the
@@ -19,11 +19,14 @@
 
 pub mod backoff;
 pub mod compress;
+mod encode_pool;
 pub mod ndjson;
 pub mod otlp;
+mod secret;
 mod transport;
 
 pub use compress::Compression;
+pub use secret::{redact_url, Secret};
 pub use transport::{
     HttpConfig, OutputConfig, OutputError, OutputKind, OutputStats, Outputs, RetryConfig, TlsConfig,
 };

@@ -16,8 +16,11 @@
 //! - no allocation per record (metric grouping allocates per batch).
 
 use crate::Resource;
-use sidekick_pipeline::{Attr, AttrValue, LogRecord, MetricKind, MetricPoint, MetricValue};
+use sidekick_pipeline::{
+    Attr, AttrValue, LogRecord, MetricKind, MetricPoint, MetricValue, SourceMeta,
+};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The instrumentation scope every record is sent under.
 const SCOPE_NAME: &str = "sidekick";
@@ -32,24 +35,94 @@ const LEN: u8 = 2;
 
 /// Encodes `logs` as an OTLP `ExportLogsServiceRequest`, appending to `out`.
 pub fn encode_logs(logs: &[LogRecord], resource: &Resource, out: &mut Vec<u8>) {
-    let records_len: usize = logs.iter().map(|r| field_len(log_record_len(r))).sum();
-    let scope_logs_len = field_len(scope_len()) + records_len;
-    let resource_logs_len = field_len(resource_len(resource)) + field_len(scope_logs_len);
-    out.reserve(field_len(resource_logs_len));
+    let sizes = LogsSizes::new(logs, resource);
+    out.reserve(sizes.total());
+    put_logs_head(out, resource, &sizes);
+    let mut attrs = SourceAttrs::default();
+    for r in logs {
+        put_log_record_field(out, r, &mut attrs);
+    }
+}
 
+/// Encodes `logs` exactly as [`encode_logs`] does, but hands the request to
+/// `sink` in pieces of about `piece` bytes, each written into `scratch`:
+/// a compressor fed this way reads each piece while it is still in cache,
+/// and no buffer of the whole encoded batch is ever held. Returns the
+/// request's size, which is known before the first piece (so a zstd frame
+/// can record it).
+pub fn encode_logs_pieces(
+    logs: &[LogRecord],
+    resource: &Resource,
+    scratch: &mut Vec<u8>,
+    piece: usize,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<usize> {
+    let sizes = LogsSizes::new(logs, resource);
+    scratch.clear();
+    put_logs_head(scratch, resource, &sizes);
+    let mut attrs = SourceAttrs::default();
+    for r in logs {
+        put_log_record_field(scratch, r, &mut attrs);
+        if scratch.len() >= piece {
+            sink(scratch)?;
+            scratch.clear();
+        }
+    }
+    if !scratch.is_empty() {
+        sink(scratch)?;
+        scratch.clear();
+    }
+    Ok(sizes.total())
+}
+
+/// The size of the `ExportLogsServiceRequest` [`encode_logs`] writes for
+/// `logs`, computed without writing it.
+pub fn encoded_logs_len(logs: &[LogRecord], resource: &Resource) -> usize {
+    LogsSizes::new(logs, resource).total()
+}
+
+/// The lengths an `ExportLogsServiceRequest`'s headers need before its
+/// records are written.
+struct LogsSizes {
+    resource_logs: usize,
+    scope_logs: usize,
+}
+
+impl LogsSizes {
+    fn new(logs: &[LogRecord], resource: &Resource) -> Self {
+        let mut attrs = SourceAttrs::default();
+        let records_len: usize = logs
+            .iter()
+            .map(|r| field_len(log_record_len(r, &mut attrs)))
+            .sum();
+        let scope_logs = field_len(scope_len()) + records_len;
+        LogsSizes {
+            resource_logs: field_len(resource_len(resource)) + field_len(scope_logs),
+            scope_logs,
+        }
+    }
+
+    fn total(&self) -> usize {
+        field_len(self.resource_logs)
+    }
+}
+
+/// Everything of an `ExportLogsServiceRequest` before its first record.
+fn put_logs_head(out: &mut Vec<u8>, resource: &Resource, sizes: &LogsSizes) {
     // ExportLogsServiceRequest.resource_logs = 1
-    put_header(out, 1, resource_logs_len);
+    put_header(out, 1, sizes.resource_logs);
     // ResourceLogs.resource = 1
     put_resource(out, 1, resource);
     // ResourceLogs.scope_logs = 2
-    put_header(out, 2, scope_logs_len);
+    put_header(out, 2, sizes.scope_logs);
     // ScopeLogs.scope = 1
     put_scope(out, 1);
-    for r in logs {
-        // ScopeLogs.log_records = 2
-        put_header(out, 2, log_record_len(r));
-        put_log_record(out, r);
-    }
+}
+
+/// One record as `ScopeLogs.log_records` (field 2).
+fn put_log_record_field(out: &mut Vec<u8>, r: &LogRecord, attrs: &mut SourceAttrs) {
+    put_header(out, 2, log_record_len(r, attrs));
+    put_log_record(out, r, attrs);
 }
 
 /// Encodes `points` as an OTLP `ExportMetricsServiceRequest`, appending to
@@ -233,7 +306,30 @@ fn put_scope(out: &mut Vec<u8>, field: u8) {
 const LOG_FILE_PATH: &str = "log.file.path";
 const LOG_FILE_NAME: &str = "log.file.name";
 
-fn log_record_len(r: &LogRecord) -> usize {
+/// The `log.file.path` and `log.file.name` attributes of the source last
+/// seen, encoded once and copied whole into each of its records: every line
+/// of a file carries the same two, and writing them field by field was the
+/// larger part of encoding a line.
+#[derive(Default)]
+struct SourceAttrs {
+    source: Option<Arc<SourceMeta>>,
+    bytes: Vec<u8>,
+}
+
+impl SourceAttrs {
+    /// The encoded attributes (`LogRecord.attributes` fields) of `src`.
+    fn of(&mut self, src: &Arc<SourceMeta>) -> &[u8] {
+        if !self.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, src)) {
+            self.bytes.clear();
+            put_str_attr(&mut self.bytes, 6, LOG_FILE_PATH, &src.path);
+            put_str_attr(&mut self.bytes, 6, LOG_FILE_NAME, &src.name);
+            self.source = Some(src.clone());
+        }
+        &self.bytes
+    }
+}
+
+fn log_record_len(r: &LogRecord, attrs: &mut SourceAttrs) -> usize {
     let mut len = opt_fixed64_len(r.time_unix_nano) + opt_fixed64_len(r.observed_time_unix_nano);
     if r.severity_number != 0 {
         // An enum is an int32 varint: negative values take 10 bytes.
@@ -245,13 +341,12 @@ fn log_record_len(r: &LogRecord) -> usize {
     // body: AnyValue holding string_value or bytes_value, same size.
     len += field_len(field_len(r.body.len()));
     if let Some(src) = &r.source {
-        len += field_len(str_attr_len(LOG_FILE_PATH, &src.path));
-        len += field_len(str_attr_len(LOG_FILE_NAME, &src.name));
+        len += attrs.of(src).len();
     }
     len + attrs_len(&r.attributes)
 }
 
-fn put_log_record(out: &mut Vec<u8>, r: &LogRecord) {
+fn put_log_record(out: &mut Vec<u8>, r: &LogRecord, attrs: &mut SourceAttrs) {
     // LogRecord.time_unix_nano = 1
     put_opt_fixed64(out, 1, r.time_unix_nano);
     // LogRecord.severity_number = 2
@@ -272,8 +367,7 @@ fn put_log_record(out: &mut Vec<u8>, r: &LogRecord) {
     put_bytes(out, body_field, &r.body);
     // LogRecord.attributes = 6
     if let Some(src) = &r.source {
-        put_str_attr(out, 6, LOG_FILE_PATH, &src.path);
-        put_str_attr(out, 6, LOG_FILE_NAME, &src.name);
+        out.extend_from_slice(attrs.of(src));
     }
     put_attrs(out, 6, &r.attributes);
     // LogRecord.observed_time_unix_nano = 11
@@ -584,6 +678,38 @@ mod tests {
         encode_logs(&[LogRecord::default()], &resource(), &mut out);
         assert_eq!(&out[..3], b"xyz");
         ExportLogsServiceRequest::decode(&out[3..]).unwrap();
+    }
+
+    #[test]
+    fn pieces_make_the_same_request_as_one_buffer() {
+        let meta = std::sync::Arc::new(sidekick_pipeline::SourceMeta::for_path("/var/log/a.log"));
+        let logs: Vec<LogRecord> = (0..500)
+            .map(|i| LogRecord {
+                body: bytes::Bytes::from(format!("line {i} {}", "x".repeat(i % 90))),
+                observed_time_unix_nano: 1 + i as u64,
+                source: Some(meta.clone()),
+                ..LogRecord::default()
+            })
+            .collect();
+        let mut whole = Vec::new();
+        encode_logs(&logs, &resource(), &mut whole);
+        assert_eq!(encoded_logs_len(&logs, &resource()), whole.len());
+        for piece in [1, 100, 4096, 1 << 20] {
+            let (mut joined, mut scratch, mut calls) = (Vec::new(), Vec::new(), 0);
+            let n = encode_logs_pieces(&logs, &resource(), &mut scratch, piece, &mut |p| {
+                assert!(!p.is_empty());
+                calls += 1;
+                joined.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, whole.len());
+            assert_eq!(joined, whole, "piece size {piece}");
+            assert!(
+                calls >= whole.len() / (piece + 400),
+                "piece size {piece}: {calls} calls"
+            );
+        }
     }
 
     #[test]

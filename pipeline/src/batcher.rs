@@ -66,6 +66,9 @@ pub struct Batcher {
     open: Batch,
     positions: Vec<Position>,
     opened_at: Option<Instant>,
+    /// Log records in the last batch flushed: the next batch reserves as
+    /// many at once instead of growing (and copying) its vector step by step.
+    last_logs: usize,
 }
 
 impl Batcher {
@@ -81,6 +84,7 @@ impl Batcher {
             open: Batch::default(),
             positions: Vec::new(),
             opened_at: None,
+            last_logs: 0,
         }
     }
 
@@ -122,6 +126,9 @@ impl Batcher {
             }
             if self.opened_at.is_none() {
                 self.opened_at = Some(Instant::now());
+                if self.open.logs.capacity() == 0 {
+                    self.open.logs.reserve(self.last_logs);
+                }
             }
             self.open.bytes += size;
             match r {
@@ -151,6 +158,7 @@ impl Batcher {
             return;
         }
         let mut batch = std::mem::take(&mut self.open);
+        self.last_logs = batch.logs.len();
         batch.id = self.ledger.begin_batch(std::mem::take(&mut self.positions));
         emit(Arc::new(batch));
     }

@@ -104,6 +104,25 @@ impl Ledger {
         (id, saved)
     }
 
+    /// The saved checkpoints no source of this run has claimed (yet), by
+    /// key: a collector looks for what they name (a file rotated away while
+    /// the agent was down) before it forgets them.
+    pub fn dormant(&self) -> Vec<(String, Checkpoint)> {
+        let st = self.lock();
+        st.dormant
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Drops a dormant checkpoint whose source is gone for good.
+    pub fn forget(&self, key: &str) {
+        let mut st = self.lock();
+        if st.dormant.remove(key).is_some() {
+            st.dirty = true;
+        }
+    }
+
     /// Sets the collector-specific facts saved with a source's checkpoint,
     /// and its starting offset if nothing was committed yet.
     pub fn set_meta(&self, id: SourceId, meta: serde_json::Value) {
@@ -206,6 +225,17 @@ impl Ledger {
     /// Batches not yet acknowledged by every output.
     pub fn in_flight(&self) -> usize {
         self.lock().pending.len()
+    }
+
+    /// Every live source's key and committed checkpoint (for the agent's
+    /// telemetry: per-file lag).
+    pub fn live_sources(&self) -> Vec<(String, Checkpoint)> {
+        let st = self.lock();
+        st.sources
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| (s.key.clone(), s.committed.clone()))
+            .collect()
     }
 
     /// A source's committed offset.

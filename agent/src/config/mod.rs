@@ -16,9 +16,11 @@
 mod error;
 mod expand;
 mod locate;
+mod memory;
 mod units;
 
 pub use error::ConfigError;
+pub use sidekick_outputs::Secret;
 pub use units::ByteSize;
 
 use serde::de::{self, Deserialize, Deserializer};
@@ -348,8 +350,10 @@ impl Default for TelemetryConfig {
 #[derive(Debug, Clone, Default, PartialEq, DeriveDeserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Memory budget for queues and in-flight batches; unset: derived from
-    /// the batch and output settings.
+    /// Refuse to start when the most memory this config lets sidekick use
+    /// (open files × (max_line_bytes + read buffer), the queue, batches in
+    /// flight and their encoded copies, a fixed base) exceeds this; the
+    /// error shows each part. Unset: no check.
     pub max_memory: Option<ByteSize>,
 }
 
@@ -399,8 +403,9 @@ pub enum CompressionName {
     None,
 }
 
-/// One destination for batches.
-#[derive(Clone, PartialEq, DeriveDeserialize)]
+/// One destination for batches. Header values are [`Secret`]s: `Debug`
+/// shows their names only.
+#[derive(Debug, Clone, PartialEq, DeriveDeserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
     /// `otlp_http`, `http_ndjson`, `file` or `stdout`.
@@ -415,7 +420,7 @@ pub struct OutputSection {
     /// Extra HTTP request headers (e.g. `authorization`); values are never
     /// logged.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// Deadline of one HTTP request, response included.
     #[serde(default = "defaults::output_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
@@ -454,33 +459,12 @@ impl OutputSection {
     }
 }
 
-impl fmt::Debug for OutputSection {
-    /// Like a derived `Debug`, with header values hidden: they are often
-    /// credentials.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: BTreeMap<&str, &str> = self
-            .headers
-            .keys()
-            .map(|name| (name.as_str(), "<redacted>"))
-            .collect();
-        f.debug_struct("OutputSection")
-            .field("kind", &self.kind)
-            .field("endpoint", &self.endpoint)
-            .field("compression", &self.compression)
-            .field("headers", &headers)
-            .field("timeout", &self.timeout)
-            .field("tls", &self.tls)
-            .field("path", &self.path)
-            .field("max_in_flight", &self.max_in_flight)
-            .finish()
-    }
-}
-
 /// TLS client settings.
 #[derive(Debug, Clone, Default, PartialEq, DeriveDeserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
-    /// PEM file of the CA certificates to trust instead of the system's.
+    /// PEM file of CA certificates to trust in addition to the built-in
+    /// (Mozilla) roots and the system's store (`/etc/ssl/certs`).
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate (mutual TLS); needs `key_file`.
     pub cert_file: Option<PathBuf>,
@@ -685,11 +669,25 @@ impl Config {
         positive(self.batch.max_records as u64, "batch.max_records")?;
         positive(self.batch.max_bytes.0, "batch.max_bytes")?;
         positive_duration(self.batch.timeout, "batch.timeout")?;
-        if let Some(max_memory) = self.limits.max_memory {
-            positive(max_memory.0, "limits.max_memory")?;
-        }
         for (i, output) in self.outputs.iter().enumerate() {
             validate_output(output, &format!("outputs[{i}]"))?;
+        }
+        if let Some(max_memory) = self.limits.max_memory {
+            positive(max_memory.0, "limits.max_memory")?;
+            let estimate = memory::estimate(self);
+            if estimate.total() > max_memory.0 {
+                return Err(ConfigError::at_key(
+                    "limits.max_memory",
+                    format!(
+                        "`limits.max_memory` is {} but this config may use up to {}: {}; lower \
+                         `logs[].max_open_files`, `logs[].max_line_bytes`, `batch.max_bytes` or \
+                         `outputs[].max_in_flight`, or raise `limits.max_memory`",
+                        max_memory.approx(),
+                        ByteSize(estimate.total()).approx(),
+                        estimate.describe()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -729,6 +727,14 @@ impl Config {
                 let name = name.to_ascii_lowercase();
                 name == "authorization" || name.contains("key") || name.contains("token")
             });
+            if let Some(host) = output.endpoint.as_deref().and_then(plain_http_host) {
+                if !is_loopback_host(host) {
+                    warnings.push(format!(
+                        "`outputs[{i}].endpoint` is plain http:// to {host}, beyond this host: records{} travel unencrypted; use https://",
+                        if output.headers.is_empty() { "" } else { " and headers" }
+                    ));
+                }
+            }
             if plain_http && has_credentials {
                 warnings.push(format!(
                     "`outputs[{i}].headers` carry credentials over plain http://; they can be read on the network"
@@ -738,14 +744,6 @@ impl Config {
                 warnings.push(format!(
                     "`outputs[{i}].compression` is ignored by a `{}` output",
                     output.kind.as_str()
-                ));
-            }
-        }
-        if let Some(max_memory) = self.limits.max_memory {
-            if max_memory.0 < self.batch.max_bytes.0 {
-                warnings.push(format!(
-                    "`limits.max_memory` ({max_memory}) is smaller than `batch.max_bytes` ({}): batches will be cut short by memory",
-                    self.batch.max_bytes
                 ));
             }
         }
@@ -942,7 +940,11 @@ fn validate_output(output: &OutputSection, key: &str) -> Result<(), ConfigError>
         }
         for (name, value) in &output.headers {
             // The value is likely a credential: the message names the header only.
-            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            if value
+                .expose()
+                .bytes()
+                .any(|b| b.is_ascii_control() && b != b'\t')
+            {
                 let header_key = format!("{key}.headers.{name}");
                 return Err(ConfigError::at_key(
                     &header_key,
@@ -993,6 +995,30 @@ fn validate_output(output: &OutputSection, key: &str) -> Result<(), ConfigError>
         }
     }
     Ok(())
+}
+
+/// The host of a plain `http://` URL (`None` for https or no URL), without
+/// user info, port or brackets.
+fn plain_http_host(endpoint: &str) -> Option<&str> {
+    let rest = endpoint.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host_port.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// `localhost`, `*.localhost`, 127.0.0.0/8 and ::1: traffic that never
+/// leaves the host.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks an output endpoint without echoing it (it may carry credentials);

@@ -740,3 +740,40 @@ proptest! {
         prop_assert_eq!(c.batch.max_bytes, ByteSize(bytes));
     }
 }
+
+// ---- security: plain http warning, memory bound ----
+
+#[test]
+fn plain_http_beyond_this_host_is_warned_about() {
+    let warned = |endpoint: &str| {
+        let c = parse(&format!(
+            "outputs:\n  - type: otlp_http\n    endpoint: {endpoint}\n"
+        ));
+        c.warnings().iter().any(|w| w.contains("plain http://"))
+    };
+    assert!(warned("http://collector.example.com:4318"));
+    assert!(warned("http://10.0.0.7:4318/otlp"));
+    assert!(warned("http://user:pw@[2001:db8::1]:4318"));
+    assert!(!warned("http://127.0.0.1:4318"));
+    assert!(!warned("http://localhost:4318"));
+    assert!(!warned("http://[::1]:4318"));
+    assert!(!warned("https://collector.example.com"));
+    let c = parse("outputs:\n  - type: otlp_http\n    endpoint: http://u:hunter2@h:1\n");
+    assert!(c.warnings().iter().all(|w| !w.contains("hunter2")));
+}
+
+#[test]
+fn a_config_above_max_memory_is_refused_with_its_parts() {
+    let e = error("limits: { max_memory: 64MiB }\nlogs:\n  - include: [/x/*.log]\noutputs:\n  - type: otlp_http\n    endpoint: http://127.0.0.1:1\n");
+    assert_at(&e, 1);
+    assert_contains(
+        &e,
+        &[
+            "`limits.max_memory` is 64MiB",
+            "log files 1.3GiB",
+            "1024 open files",
+            "max_open_files",
+        ],
+    );
+    parse("limits: { max_memory: 64MiB }\nlogs:\n  - include: [/x/*.log]\n    max_open_files: 16\n    max_line_bytes: 64KiB\n");
+}

@@ -179,6 +179,25 @@ impl fmt::Display for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// The size rounded for a person (`1.3GiB`, `20MiB`, `512KiB`, `100B`):
+    /// for estimates, where `Display`'s exact form would read `1363148KiB`.
+    pub fn approx(self) -> String {
+        for (name, scale) in BINARY_UNITS {
+            if self.0 >= *scale {
+                let tenths =
+                    (u128::from(self.0) * 10 + u128::from(*scale) / 2) / u128::from(*scale);
+                return if tenths % 10 == 0 || tenths >= 1000 {
+                    format!("{}{name}", (tenths + 5) / 10)
+                } else {
+                    format!("{}.{}{name}", tenths / 10, tenths % 10)
+                };
+            }
+        }
+        format!("{}B", self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -322,6 +341,16 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn approx_rounds_for_people() {
+        assert_eq!(ByteSize(100).approx(), "100B");
+        assert_eq!(ByteSize::kib(512).approx(), "512KiB");
+        assert_eq!(ByteSize::mib(20).approx(), "20MiB");
+        assert_eq!(ByteSize((1 << 30) + (300 << 20)).approx(), "1.3GiB");
+        assert_eq!(ByteSize(1_310_720).approx(), "1.3MiB");
+        assert_eq!(ByteSize(1023 * 1024 + 1000).approx(), "1024KiB");
     }
 
     proptest! {

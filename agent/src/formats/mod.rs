@@ -22,9 +22,7 @@ mod time;
 #[cfg(test)]
 mod tests;
 
-// Until the tailer is wired to them (then drop this allow).
-#[allow(unused_imports)]
-pub use decoder::{LineDecoder, LogFormat, MultilineRules, PARTIAL_TIMEOUT};
+pub use decoder::{LineDecoder, LogFormat, MultilineRules};
 pub use stream::Stream;
 
 use crate::config;

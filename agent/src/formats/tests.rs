@@ -2,6 +2,7 @@
 //! no input panics, nothing is lost, the committed offset never passes a
 //! buffered line.
 
+use super::decoder::PARTIAL_TIMEOUT;
 use super::*;
 use bytes::Bytes;
 use proptest::prelude::*;

@@ -139,7 +139,7 @@ impl ProcessSampler {
             }
             Err(e) if !self.io_warned => {
                 self.io_warned = true;
-                tracing::warn!(pid, error = %e, "cannot read /proc/{pid}/io (another user's process?): process.disk.io left out");
+                tracing::warn!(pid, error = %e, "cannot read /proc/{pid}/io: process.disk.io left out (another user's process needs CAP_SYS_PTRACE); warned once");
             }
             Err(_) => {}
         }
@@ -147,7 +147,7 @@ impl ProcessSampler {
             Ok(n) => f.fds = Some(n as u64),
             Err(e) if !self.fd_warned => {
                 self.fd_warned = true;
-                tracing::warn!(pid, error = %e, "cannot list /proc/{pid}/fd: process.unix.file_descriptor.count left out");
+                tracing::warn!(pid, error = %e, "cannot list /proc/{pid}/fd: process.unix.file_descriptor.count left out (another user's process needs CAP_DAC_READ_SEARCH or CAP_SYS_PTRACE); warned once");
             }
             Err(_) => {}
         }

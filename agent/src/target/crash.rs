@@ -121,6 +121,11 @@ impl CrashContext {
         }
     }
 
+    /// The target's figures of the last sample (empty if none was taken).
+    pub fn last_points(&self) -> Vec<MetricPoint> {
+        lock(&self.sample).clone()
+    }
+
     /// The last sample as `name{attr=value}=value` items separated by spaces
     /// (empty if none was taken).
     pub fn last_sample(&self) -> String {

@@ -7,12 +7,33 @@ use std::path::PathBuf;
 /// Regular files `pid` has open for writing (or reading and writing),
 /// sorted, without duplicates. Devices, pipes, sockets, deleted files and
 /// files under `/proc`, `/sys` and `/dev` are left out.
+///
+/// Another user's process needs `CAP_SYS_PTRACE` (or running as that user):
+/// the error then names the file that could not be read and the capability.
 pub fn open_for_writing(pid: u32) -> std::io::Result<Vec<PathBuf>> {
+    let denied = |what: String, e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot read {what}: {e} (another user's process: sidekick needs CAP_SYS_PTRACE, or to run as that user)"),
+        )
+    };
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => denied(dir.clone(), e),
+        _ => e,
+    })?;
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+    let mut link_denied = None;
+    for entry in entries {
         let Ok(entry) = entry else { continue };
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
+        let target = match std::fs::read_link(entry.path()) {
+            Ok(target) => target,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::PermissionDenied && link_denied.is_none() {
+                    link_denied = Some(denied(entry.path().display().to_string(), e));
+                }
+                continue;
+            }
         };
         let fd = entry.file_name();
         let Some(fd) = fd.to_str() else { continue };
@@ -26,6 +47,9 @@ pub fn open_for_writing(pid: u32) -> std::io::Result<Vec<PathBuf>> {
         if std::fs::metadata(&target).is_ok_and(|m| m.is_file()) {
             out.push(target);
         }
+    }
+    if let (true, Some(e)) = (out.is_empty(), link_denied) {
+        return Err(e);
     }
     out.sort();
     out.dedup();
