@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
-cargo build --release -p sidekick
-bin=$PWD/target/release/sidekick
+# The dev profile (dependencies at opt-level 2) builds in a few minutes and is
+# the binary the test suite uses; `cargo build --release` (fat LTO) is for shipping.
+cargo build -p sidekick
+bin=${CARGO_TARGET_DIR:-$PWD/target}/debug/sidekick
 work=$(mktemp -d /tmp/sidekick-demo.XXXXXX)
 mkdir -p "$work/app"
 pids=()
