@@ -34,6 +34,9 @@ impl Proc {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            // Not the test runner's stderr, which CI may send to a file
+            // (zero-config attach would tail it).
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Self {

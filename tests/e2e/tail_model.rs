@@ -7,7 +7,7 @@
 //! killed with SIGKILL.
 //!
 //! Each case costs a second or two, so a CI run tries a few dozen
-//! (`SIDEKICK_MODEL_CASES`, default 48: about a minute); a failing case
+//! (`SIDEKICK_MODEL_CASES`, default 24: about 40 s); a failing case
 //! shrinks to a short sequence of operations, printed with the failure.
 
 use proptest::collection::vec;
@@ -293,7 +293,7 @@ fn cases() -> u32 {
     std::env::var("SIDEKICK_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
+        .unwrap_or(24)
 }
 
 proptest! {

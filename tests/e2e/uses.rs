@@ -207,7 +207,10 @@ fn attach_with_only_pid_and_endpoint_ships_new_lines_and_metrics_then_exits() {
     let mut app = Proc::spawn(
         Command::new(python3())
             .args(["-c", code, utf8(&log), utf8(&stop)])
-            .stdout(Stdio::null()),
+            // Zero-config attach tails what the app writes to files: not
+            // the test runner's stderr, which CI may send to a file.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
     );
     let pid = app.pid();
     wait_until(

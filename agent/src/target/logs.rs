@@ -22,6 +22,7 @@ pub fn open_for_writing(pid: u32) -> std::io::Result<Vec<PathBuf>> {
         std::io::ErrorKind::PermissionDenied => denied(dir.clone(), e),
         _ => e,
     })?;
+    let own = own_output();
     let mut out = Vec::new();
     let mut link_denied = None;
     for entry in entries {
@@ -44,7 +45,7 @@ pub fn open_for_writing(pid: u32) -> std::io::Result<Vec<PathBuf>> {
         if !writes(flags) || !is_log_candidate(&target) {
             continue;
         }
-        if std::fs::metadata(&target).is_ok_and(|m| m.is_file()) {
+        if std::fs::metadata(&target).is_ok_and(|m| m.is_file() && !own.contains(&id(&m))) {
             out.push(target);
         }
     }
@@ -54,6 +55,23 @@ pub fn open_for_writing(pid: u32) -> std::io::Result<Vec<PathBuf>> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+fn id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// The files sidekick's own stdout and stderr go to: a target launched by
+/// sidekick (or sharing its terminal redirection) writes there too, and
+/// sidekick must not ship its own log.
+fn own_output() -> Vec<(u64, u64)> {
+    ["/proc/self/fd/1", "/proc/self/fd/2"]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| id(&m))
+        .collect()
 }
 
 /// The octal `flags:` field of an fdinfo file.
@@ -109,7 +127,9 @@ mod tests {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
+            // Not the test runner's: CI may send its output to a file.
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
