@@ -48,10 +48,6 @@ enum Stop {
 /// Runs the agent until a signal or the target's exit; returns the process
 /// exit code (the child's, in wrapper mode).
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let mut cfg = load(&args)?;
-    for warning in cfg.warnings() {
-        tracing::warn!("{warning}");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sidekick-io")
@@ -60,6 +56,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         .context("cannot start the async runtime")?;
     // Hooked first: a SIGTERM during start-up is a graceful stop, not death.
     let signals = crate::signal::hook(rt.handle());
+    let mut cfg = load(&args)?;
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
 
     // Queue: each chunk is at most one 256 KiB read; 16 of them bound what
     // waits between the collectors and the batcher.

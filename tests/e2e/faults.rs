@@ -463,10 +463,12 @@ fn random_errors_lose_nothing_and_duplicate_only_lost_replies() {
         "the mix did happen: {counts:?}"
     );
     report.assert_none_missing();
-    assert_eq!(
-        report.duplicates(),
-        lost_lines,
-        "lines sent twice other than the ones whose reply was lost: {report}"
+    // A batch whose reply was lost is sent again unless its lines were
+    // already acknowledged through a later copy, so duplicates are at most
+    // the lines of the lost replies (nothing else is ever sent twice).
+    assert!(
+        report.duplicates() <= lost_lines,
+        "lines sent twice other than the ones whose reply was lost ({lost_lines}): {report}"
     );
     assert_eq!(
         dup_points, lost_points,
