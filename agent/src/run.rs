@@ -63,7 +63,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     // Queue: each chunk is at most one 256 KiB read; 16 of them bound what
     // waits between the collectors and the batcher.
-    let (tx, rx) = queue::bounded(16);
+    let (tx, rx) = queue::bounded(crate::config::memory::QUEUE_CHUNKS as usize);
     // Dropping this stops every collector thread at once.
     let (collectors_stop, collectors_stop_rx) = crossbeam_channel::bounded::<()>(0);
 

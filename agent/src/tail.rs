@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How much one `read` asks for.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = crate::config::memory::READ_CHUNK as usize;
 /// How long a rotated or deleted file stays open after reaching its end, for
 /// writers that have not reopened their log yet.
 const ROTATE_GRACE: Duration = Duration::from_secs(2);

@@ -16,7 +16,7 @@
 mod error;
 mod expand;
 mod locate;
-mod memory;
+pub(crate) mod memory;
 mod units;
 
 pub use error::ConfigError;
