@@ -7,6 +7,7 @@ mod config;
 mod formats;
 mod metrics;
 mod receive;
+mod reload;
 mod resource;
 mod run;
 mod signal;

@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::formats::MultilineRules;
 use crate::metrics::{spawn_sampler, SamplerConfig};
+use crate::reload::{CurrentOutputs, Reloader};
 use crate::tail::{StartAt, TailSpec, TailStats, Tailer, Wake};
 use crate::target::{
     forward_signals, open_for_writing, spawn_watch, CrashContext, ExitInfo, TargetSpec,
@@ -29,7 +30,7 @@ use sidekick_outputs::{
 };
 use sidekick_pipeline::{queue, BatchConfig, Batcher, Checkpoints, Ledger};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest wait of the checkpoint writer between two looks at its stop flag.
@@ -54,9 +55,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Hooked first: a SIGTERM during start-up is a graceful stop, not death.
-    let signals = crate::signal::hook(rt.handle());
+    // Hooked first: a SIGTERM during start-up is a graceful stop, not death
+    // (and a SIGHUP a reload once running).
+    let mut signals = crate::signal::hook(rt.handle());
+    let mut reload_rx = crate::signal::reloads(rt.handle(), &mut signals);
     let mut cfg = load(&args)?;
+    // The sources a reload compares with (not those found by attaching).
+    let configured = cfg.clone();
     for warning in cfg.warnings() {
         tracing::warn!("{warning}");
     }
@@ -71,7 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     // be the log sources.
     let tcfg = cfg.target.clone().unwrap_or_default();
     let crash = Arc::new(CrashContext::new(tcfg.crash_context_lines));
-    let (exits_tx, exits) = crossbeam_channel::bounded::<ExitInfo>(4);
+    let (exits_tx, mut exits) = crossbeam_channel::bounded::<ExitInfo>(4);
     // Attached by PID with no log source: tail what the target writes.
     let auto_logs = cfg.logs.is_empty() && tcfg.pid.is_some();
     if let (true, Some(pid)) = (auto_logs, tcfg.pid) {
@@ -112,11 +117,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     // The tailer starts before the target is launched, so that even a
     // target that exits at once has its last lines in its exit event.
-    let specs = cfg
-        .logs
-        .iter()
-        .map(tail_spec)
-        .collect::<anyhow::Result<Vec<TailSpec>>>()?;
+    // Configured sources get ids (from 1) a reload can remove them by;
+    // sources found by attaching have 0.
+    let mut sources = Vec::new();
+    let mut specs = Vec::new();
+    for s in &cfg.logs {
+        let id = match configured.logs.contains(s) {
+            true => sources.len() as u64 + 1,
+            false => 0,
+        };
+        specs.push(tail_spec(s, id)?);
+        if id != 0 {
+            sources.push((s.clone(), id));
+        }
+    }
     let tail_stats = Arc::new(TailStats::default());
     let (tailer, tail_wake) = Tailer::new(specs, tx.clone(), ledger.clone(), tail_stats.clone())?;
     {
@@ -178,12 +192,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     }
 
-    let outputs = Arc::new(Outputs::start(
+    let resource = Arc::new(resource);
+    let outputs: CurrentOutputs = Arc::new(Mutex::new(Arc::new(Outputs::start(
         output_cfgs,
-        Arc::new(resource),
+        resource.clone(),
         ledger.clone(),
         rt.handle().clone(),
-    )?);
+    )?)));
+    let current = |o: &CurrentOutputs| o.lock().unwrap_or_else(|p| p.into_inner()).clone();
 
     let batch_cfg = BatchConfig {
         max_records: cfg.batch.max_records,
@@ -192,17 +208,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     // Self-telemetry (`telemetry.listen`): reads the live counters; a port
     // that cannot be bound is a warning, never a reason not to ship.
+    let mut views = None;
     if let Some(listen) = cfg.telemetry.listen {
         let budgets = crate::telemetry::budgets(&cfg.outputs);
-        let views = outputs.stats().into_iter().zip(budgets);
+        let list = current(&outputs).stats().into_iter().zip(budgets);
+        let list = crate::telemetry::OutputViews::new(
+            list.map(|(stats, budget)| crate::telemetry::OutputView { stats, budget })
+                .collect(),
+        );
+        views = Some(list.clone());
         crate::telemetry::start(
             listen,
             crate::telemetry::Telemetry {
                 started: std::time::SystemTime::now(),
                 tail: tail_stats.clone(),
-                outputs: views
-                    .map(|(stats, budget)| crate::telemetry::OutputView { stats, budget })
-                    .collect(),
+                outputs: list,
                 ledger: ledger.clone(),
                 queue: rx.clone(),
                 checkpoint_file,
@@ -220,7 +240,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         std::thread::Builder::new()
             .name("sidekick-batch".into())
             .spawn(move || {
-                Batcher::new(batch_cfg, ledger).run(rx, |b| outputs.send(b));
+                // Looked up per batch: a reload may have swapped them.
+                Batcher::new(batch_cfg, ledger).run(rx, |b| current(&outputs).send(b));
                 drop(outputs);
                 let _ = batcher_done_tx.send(());
             })?
@@ -257,7 +278,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         spawn_fd_watch(
             target_pid.clone(),
             known,
-            tail_spec(&LogSource::for_glob(""))?,
+            tail_spec(&LogSource::for_glob(""), 0)?,
             tail_wake.clone(),
             collectors_stop_rx.clone(),
         )?;
@@ -316,22 +337,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             })?
     };
 
-    // Wait for a reason to stop.
+    let mut reloader = Reloader {
+        running: configured,
+        next_id: sources.len() as u64 + 1,
+        sources,
+        tail_wake: tail_wake.clone(),
+        outputs,
+        retiring: Vec::new(),
+        views,
+        resource,
+        ledger: ledger.clone(),
+        rt: rt.handle().clone(),
+    };
+
+    // Wait for a reason to stop; reload on SIGHUP meanwhile.
     let stop = loop {
+        let retire_tick = match reloader.retiring() {
+            true => crossbeam_channel::after(PERSIST_EVERY),
+            false => crossbeam_channel::never(),
+        };
         crossbeam_channel::select! {
+            recv(reload_rx) -> r => {
+                match r {
+                    Ok(()) => reloader.reload(&args),
+                    // SIGHUP could not be hooked (warned at start).
+                    Err(_) => reload_rx = crossbeam_channel::never(),
+                }
+                continue;
+            }
+            recv(retire_tick) -> _ => {
+                reloader.retire_idle();
+                continue;
+            }
             recv(signal_rx) -> _ => break Stop::Signal,
             recv(exits) -> e => match e {
                 Ok(info) if exit_with_target || wrapper => break Stop::TargetExit(info),
                 Ok(info) => tracing::info!(pid = info.pid, "target gone; going on (exit_with_target: false)"),
                 // No watcher left (none configured): only a signal ends us.
-                Err(_) => {
-                    let _ = signal_rx.recv();
-                    break Stop::Signal;
-                }
+                Err(_) => exits = crossbeam_channel::never(),
             },
         }
     };
-    let deadline = Instant::now() + cfg.shutdown_timeout;
+    let deadline = Instant::now() + reloader.running.shutdown_timeout;
     let code = match &stop {
         Stop::Signal => 0,
         Stop::TargetExit(info) => {
@@ -381,9 +428,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut complete = false;
     if drained {
         let _ = batcher.join();
-        match Arc::try_unwrap(outputs) {
-            Ok(outputs) => complete = outputs.shutdown(deadline),
-            Err(_) => tracing::error!("outputs still shared at shutdown"),
+        complete = true;
+        for outputs in reloader.into_outputs() {
+            match Arc::try_unwrap(outputs) {
+                Ok(outputs) => complete &= outputs.shutdown(deadline),
+                Err(_) => {
+                    tracing::error!("outputs still shared at shutdown");
+                    complete = false;
+                }
+            }
         }
     }
     persisting.store(false, Ordering::Relaxed);
@@ -566,13 +619,15 @@ pub fn load(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-fn tail_spec(s: &LogSource) -> anyhow::Result<TailSpec> {
+/// The tailer's spec of a log source; `id` names it for a reload.
+pub(crate) fn tail_spec(s: &LogSource, id: u64) -> anyhow::Result<TailSpec> {
     let multiline = s
         .multiline
         .as_ref()
         .map(MultilineRules::from_config)
         .transpose()?;
     Ok(TailSpec {
+        id,
         include: s.include.clone(),
         exclude: s.exclude.clone(),
         start_at: match s.start_at {
@@ -591,7 +646,7 @@ fn tail_spec(s: &LogSource) -> anyhow::Result<TailSpec> {
 
 /// The outputs crate's configs for the config's `outputs:` (stdout when
 /// none is configured).
-fn output_configs(cfg: &Config) -> anyhow::Result<Vec<OutputConfig>> {
+pub(crate) fn output_configs(cfg: &Config) -> anyhow::Result<Vec<OutputConfig>> {
     if cfg.outputs.is_empty() {
         return Ok(vec![OutputConfig {
             name: "stdout".into(),

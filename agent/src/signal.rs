@@ -1,5 +1,5 @@
-//! Shutdown signals: SIGTERM and SIGINT ask for a graceful stop; a second one
-//! asks to stop at once.
+//! Signals: SIGTERM and SIGINT ask for a graceful stop, a second one to stop
+//! at once; SIGHUP asks `run` to read its config again.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -23,11 +23,12 @@ pub async fn next() -> Option<i32> {
     }
 }
 
-/// SIGTERM and SIGINT, hooked: from now on they are recorded for
-/// [`watch`] instead of killing the process.
+/// SIGTERM, SIGINT and SIGHUP, hooked: from now on they are recorded for
+/// [`watch`] and [`reloads`] instead of killing the process.
 pub struct Hooked {
     term: Signal,
     int: Signal,
+    hup: Option<Signal>,
 }
 
 /// Hooks SIGTERM and SIGINT (on `rt`'s driver); `None` if they cannot be.
@@ -37,7 +38,14 @@ pub fn hook(rt: &tokio::runtime::Handle) -> Option<Hooked> {
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(term), Ok(int)) => Some(Hooked { term, int }),
+        (Ok(term), Ok(int)) => {
+            let hup = signal(SignalKind::hangup())
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "cannot hook SIGHUP; config reload is off"),
+                )
+                .ok();
+            Some(Hooked { term, int, hup })
+        }
         _ => {
             tracing::warn!("cannot hook SIGTERM/SIGINT; stop sidekick with SIGKILL");
             None
@@ -55,7 +63,10 @@ pub fn watch(
     second: impl FnOnce(i32) + Send + 'static,
 ) {
     rt.spawn(async move {
-        let Some(Hooked { mut term, mut int }) = hooked else {
+        let Some(Hooked {
+            mut term, mut int, ..
+        }) = hooked
+        else {
             return;
         };
         let mut next = async || -> i32 {
@@ -67,4 +78,24 @@ pub fn watch(
         first(next().await);
         second(next().await);
     });
+}
+
+/// Each SIGHUP (including one that came after [`hook`] but before this
+/// call) as a message on the returned channel; at most one waits unread
+/// (several quick SIGHUPs ask for one reload).
+pub fn reloads(
+    rt: &tokio::runtime::Handle,
+    hooked: &mut Option<Hooked>,
+) -> crossbeam_channel::Receiver<()> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if let Some(mut hup) = hooked.as_mut().and_then(|h| h.hup.take()) {
+        rt.spawn(async move {
+            while hup.recv().await.is_some() {
+                if let Err(crossbeam_channel::TrySendError::Disconnected(())) = tx.try_send(()) {
+                    return;
+                }
+            }
+        });
+    }
+    rx
 }

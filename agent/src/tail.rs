@@ -65,6 +65,9 @@ pub enum StartAt {
 /// One log source, as the tailer needs it.
 #[derive(Debug, Clone)]
 pub struct TailSpec {
+    /// Names the source for [`Wake::RemoveSource`] (a reload); 0 for
+    /// sources that are never removed one by one.
+    pub id: u64,
     /// Glob patterns of files to tail (`*`, `?`, `[..]`, `**`).
     pub include: Vec<String>,
     /// Glob patterns of paths or file names to leave out.
@@ -118,8 +121,14 @@ pub enum Wake {
     /// Read every file to its current end and note held partial lines in
     /// the crash context, then answer (the target's exit event waits).
     CatchUp(Sender<()>),
-    /// A new source (a file an attached target opened for writing).
+    /// A new source (a file an attached target opened for writing, or a
+    /// source a reload added).
     AddSource(TailSpec),
+    /// A reload removed the sources with this [`TailSpec::id`]: their files
+    /// are read to their current end and let go (a file another source
+    /// still includes stays, under that source). Held partial last lines
+    /// are not shipped: their checkpoint stays before them.
+    RemoveSource(u64),
 }
 
 type FileId = (u64, u64);
@@ -131,6 +140,9 @@ struct Compiled {
     /// Whether this source's first scan is done: files found by it (and
     /// not known to a checkpoint) start at `start_at`; later ones at 0.
     scanned: bool,
+    /// Removed by a reload: no longer scanned (kept so that the other
+    /// sources' indices stay valid).
+    removed: bool,
 }
 
 fn compile(spec: TailSpec) -> anyhow::Result<Compiled> {
@@ -147,6 +159,7 @@ fn compile(spec: TailSpec) -> anyhow::Result<Compiled> {
         exclude,
         include,
         scanned: false,
+        removed: false,
     })
 }
 
@@ -322,6 +335,9 @@ impl Tailer {
             self.flush_expired();
             for spec in std::mem::take(&mut self.ctl.added) {
                 rescan |= self.on_wake(Wake::AddSource(spec));
+            }
+            for id in std::mem::take(&mut self.ctl.removed) {
+                rescan |= self.on_wake(Wake::RemoveSource(id));
             }
             if self.ctl.drain && !self.ctl.stop {
                 self.drain();
@@ -501,6 +517,10 @@ impl Tailer {
                 self.drain();
                 false
             }
+            Wake::RemoveSource(id) => {
+                self.remove_source(id);
+                true
+            }
             Wake::AddSource(spec) => match compile(spec) {
                 Ok(c) => {
                     self.specs.push(c);
@@ -567,6 +587,9 @@ impl Tailer {
         self.last_scan = Some(Instant::now());
         let mut current: HashMap<OsString, FileId> = HashMap::new();
         for si in 0..self.specs.len() {
+            if self.specs[si].removed {
+                continue;
+            }
             for pattern in self.specs[si].spec.include.clone() {
                 self.watch_base(&pattern);
                 let paths = match glob::glob(&pattern) {
@@ -753,6 +776,114 @@ impl Tailer {
                 }
             }
         }
+    }
+
+    /// [`Wake::RemoveSource`]: reads the removed sources' files to their
+    /// current end, ships what their decoders hold and lets them go, unless
+    /// another source includes them too.
+    fn remove_source(&mut self, id: u64) {
+        let mut gone = HashSet::new();
+        for (si, c) in self.specs.iter_mut().enumerate() {
+            if c.spec.id == id && id != 0 && !c.removed {
+                c.removed = true;
+                gone.insert(si);
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let ids: Vec<FileId> = self
+            .files
+            .iter()
+            .filter(|(_, f)| gone.contains(&f.spec))
+            .map(|(id, _)| *id)
+            .collect();
+        for fid in ids {
+            let Some(path) = self.files.get(&fid).map(|f| f.path.clone()) else {
+                continue;
+            };
+            let other = (0..self.specs.len()).find(|&si| {
+                let c = &self.specs[si];
+                !c.removed
+                    && c.include.iter().any(|p| p.matches_path(&path))
+                    && !self.excluded(si, &path)
+            });
+            if let Some(si) = other {
+                // Still included: it goes on under that source, decoded its
+                // way from here (what the old decoder holds is shipped).
+                let mut out = Vec::new();
+                if let Some(f) = self.files.get_mut(&fid) {
+                    f.decoder.flush(&mut out);
+                }
+                if !self.ship(fid, out) {
+                    return;
+                }
+                let spec = &self.specs[si].spec;
+                if let Some(f) = self.files.get_mut(&fid) {
+                    let decoder =
+                        LineDecoder::new(spec.format, spec.multiline.clone(), spec.max_line_bytes)
+                            .starting_at(f.consumed)
+                            .with_source(f.meta.clone());
+                    f.passthrough = decoder.is_passthrough();
+                    f.decoder = decoder;
+                    f.spec = si;
+                }
+                continue;
+            }
+            // Read it to its current end, then ship what the decoder holds.
+            while !self.ctl.stop && self.ensure_open(fid) {
+                let Some(f) = self.files.get_mut(&fid) else {
+                    break;
+                };
+                let io = Io {
+                    tx: &self.tx,
+                    stats: &self.stats,
+                    wake: &self.wake,
+                    ledger: &self.ledger,
+                    crash: self.crash.as_deref(),
+                };
+                match read_file(f, &self.specs[f.spec].spec, &io, &mut self.ctl) {
+                    Ok(Outcome::More) => continue,
+                    Ok(Outcome::Eof) => break,
+                    Ok(Outcome::QueueClosed) => {
+                        self.ctl.closed = true;
+                        self.ctl.stop = true;
+                    }
+                    Err(e) => {
+                        let key = format!("read {}", f.path.display());
+                        self.warn_once(key, &e);
+                        break;
+                    }
+                }
+            }
+            if self.ctl.stop {
+                return;
+            }
+            let mut out = Vec::new();
+            if let Some(f) = self.files.get_mut(&fid) {
+                f.decoder.flush(&mut out);
+            }
+            if !self.ship(fid, out) {
+                return;
+            }
+            // Let go without retiring: its checkpoint is kept, so the file
+            // resumes where it was if a later reload includes it again.
+            if let Some(f) = self.files.remove(&fid) {
+                tracing::info!(path = %f.path.display(), "log source removed: file read to its end and let go");
+                if f.file.is_some() {
+                    self.open_count -= 1;
+                    self.lru.remove(&(f.last_read, fid));
+                }
+                if self.by_path.get(f.path.as_os_str()) == Some(&fid) {
+                    self.by_path.remove(f.path.as_os_str());
+                }
+                self.dirty.remove(&fid);
+                self.pending.remove(&fid);
+            }
+        }
+        self.stats
+            .open_files
+            .store(self.open_count as u64, Ordering::Relaxed);
     }
 
     fn excluded(&self, si: usize, path: &Path) -> bool {
@@ -1065,6 +1196,8 @@ struct Control {
     closed: bool,
     /// Sources added while the tailer was blocked on a full queue.
     added: Vec<TailSpec>,
+    /// Sources removed (by id) while it was blocked.
+    removed: Vec<u64>,
 }
 
 enum Outcome {
@@ -1222,6 +1355,7 @@ fn send(tx: &Sender<Chunk>, mut chunk: Chunk, wake: &Receiver<Wake>, ctl: &mut C
                         Wake::Drain => ctl.drain = true,
                         // The exit event goes without the very last lines.
                         Wake::AddSource(spec) => ctl.added.push(spec),
+                        Wake::RemoveSource(id) => ctl.removed.push(id),
                         Wake::Fs(_) | Wake::CatchUp(_) => {}
                     }
                 }
@@ -1441,6 +1575,7 @@ mod tests {
 
     fn spec(dir: &Path, start_at: StartAt) -> TailSpec {
         TailSpec {
+            id: 0,
             include: vec![format!("{}/*.log", dir.display())],
             exclude: vec!["*.gz".into()],
             start_at,

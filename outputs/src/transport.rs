@@ -286,6 +286,19 @@ impl Outputs {
         ledger: Arc<Ledger>,
         rt: tokio::runtime::Handle,
     ) -> Result<Outputs, OutputError> {
+        Outputs::start_after(configs, resource, ledger, rt, &[])
+    }
+
+    /// Starts every output, as a reload's replacement for running outputs:
+    /// an output named as one of `previous` keeps counting into its
+    /// counters (so `/metrics` goes on, not back to 0).
+    pub fn start_after(
+        configs: Vec<OutputConfig>,
+        resource: Arc<Resource>,
+        ledger: Arc<Ledger>,
+        rt: tokio::runtime::Handle,
+        previous: &[Arc<OutputStats>],
+    ) -> Result<Outputs, OutputError> {
         if configs.is_empty() {
             return Err(OutputError::NoOutputs);
         }
@@ -300,7 +313,11 @@ impl Outputs {
             .sum();
         let mut pool = None;
         for cfg in configs {
-            let stats = Arc::new(OutputStats::new(cfg.name.clone()));
+            let stats = previous
+                .iter()
+                .find(|p| p.name == cfg.name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(OutputStats::new(cfg.name.clone())));
             let ctx = Ctx {
                 name: cfg.name.clone(),
                 stats: stats.clone(),
@@ -368,6 +385,9 @@ impl Outputs {
     /// thread, never from inside the runtime. Blocks while an output has
     /// `max_in_flight` batches in flight: that is the backpressure.
     pub fn send(&self, batch: Arc<Batch>) {
+        // The batch is complete when these outputs are done with it (a
+        // reload may have changed how many there are since it was made).
+        self.ledger.expect(batch.id, self.outputs.len());
         if batch.is_empty() {
             // It only carries checkpoint positions: nothing to send.
             for _ in &self.outputs {
@@ -397,6 +417,11 @@ impl Outputs {
                 }
             }
         }
+    }
+
+    /// Batches handed to these outputs and not yet acknowledged by them.
+    pub fn in_flight(&self) -> usize {
+        self.outputs.iter().map(|o| *o.slots.lock()).sum()
     }
 
     /// Stops taking batches, waits for in-flight ones (retries go on) until

@@ -173,6 +173,21 @@ impl Ledger {
         id
     }
 
+    /// Sets how many acknowledgements batch `id` waits for: the number of
+    /// outputs it is handed to (at least one), when that can differ from the
+    /// count the ledger was made with (outputs swapped by a reload). Must
+    /// come before the batch's first [`Ledger::ack`].
+    pub fn expect(&self, id: BatchId, outputs: usize) {
+        let mut st = self.lock();
+        let Some(front) = st.pending.front().map(|p| p.id) else {
+            return;
+        };
+        let idx = id.checked_sub(front);
+        if let Some(p) = idx.and_then(|i| st.pending.get_mut(i as usize)) {
+            p.remaining = outputs.max(1);
+        }
+    }
+
     /// One output is done with batch `id` (delivered or dropped for good).
     pub fn ack(&self, id: BatchId) {
         let mut st = self.lock();
@@ -327,6 +342,29 @@ mod tests {
         assert!(!l.wait_idle(Duration::from_millis(10)));
         l.ack(b);
         assert_eq!(l.committed(s), 5);
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_outputs_it_was_handed_to() {
+        // Made for two outputs; a reload left one for the second batch and
+        // three for the third.
+        let l = Ledger::new(2, None).unwrap();
+        let (s, _) = l.source("a");
+        let b0 = l.begin_batch(pos(s, 5));
+        let b1 = l.begin_batch(pos(s, 9));
+        let b2 = l.begin_batch(pos(s, 12));
+        l.expect(b1, 1);
+        l.expect(b2, 3);
+        l.ack(b1);
+        l.ack(b0);
+        assert_eq!(l.committed(s), 0, "b0 waits for its second output");
+        l.ack(b0);
+        assert_eq!(l.committed(s), 9, "b1 needed one ack only");
+        l.ack(b2);
+        l.ack(b2);
+        assert_eq!(l.committed(s), 9, "b2 waits for its third output");
+        l.ack(b2);
+        assert_eq!(l.committed(s), 12);
     }
 
     #[test]

@@ -43,12 +43,34 @@ const BUDGET_TIMEOUTS: u32 = 3;
 const WRITER_BUDGET: Duration = Duration::from_secs(30);
 
 /// One output as telemetry sees it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OutputView {
     /// Its live counters.
     pub stats: Arc<OutputStats>,
     /// How long its attempts may keep failing before `/readyz` says 503.
     pub budget: Duration,
+}
+
+/// The outputs as telemetry sees them, replaced as a whole when a reload
+/// swaps the outputs.
+#[derive(Debug, Clone, Default)]
+pub struct OutputViews(Arc<std::sync::RwLock<Vec<OutputView>>>);
+
+impl OutputViews {
+    /// Views of `outputs`, in configuration order.
+    pub fn new(outputs: Vec<OutputView>) -> Self {
+        OutputViews(Arc::new(std::sync::RwLock::new(outputs)))
+    }
+
+    /// The current outputs.
+    pub fn get(&self) -> Vec<OutputView> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the outputs (a reload).
+    pub fn set(&self, outputs: Vec<OutputView>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = outputs;
+    }
 }
 
 /// The retry budget of each configured output, in configuration order (one
@@ -77,7 +99,7 @@ pub struct Telemetry {
     /// The tailer's counters.
     pub tail: Arc<TailStats>,
     /// The outputs, in configuration order.
-    pub outputs: Vec<OutputView>,
+    pub outputs: OutputViews,
     /// Committed positions and batches in flight.
     pub ledger: Arc<Ledger>,
     /// A receiver of the collectors' queue, only to read its length.
@@ -121,7 +143,7 @@ impl Telemetry {
     pub fn readiness(&self) -> Result<(), String> {
         let now = now_unix_nano();
         let mut why = Vec::new();
-        for o in &self.outputs {
+        for o in &self.outputs.get() {
             if let Some(failing) = failing_for(&o.stats, now) {
                 if failing > o.budget {
                     let last = o
@@ -341,9 +363,10 @@ impl Telemetry {
                 |s| s.last_success_unix_nano.load(Relaxed) as f64 / 1e9,
             ),
         ];
+        let outputs = self.outputs.get();
         for (name, kind, help, field) in per_output {
             e.family(name, kind, help);
-            for o in &self.outputs {
+            for o in &outputs {
                 e.sample(name, &[("output", &o.stats.name)], field(&o.stats));
             }
         }
@@ -352,7 +375,7 @@ impl Telemetry {
             Kind::Gauge,
             "How long the output's attempts have been failing (0: the last attempt reached the server).",
         );
-        for o in &self.outputs {
+        for o in &outputs {
             let failing = failing_for(&o.stats, now).unwrap_or_default();
             e.sample(
                 "sidekick_output_failing_seconds",
@@ -365,7 +388,7 @@ impl Telemetry {
             Kind::Gauge,
             "How long the output's attempts may fail before /readyz answers 503.",
         );
-        for o in &self.outputs {
+        for o in &outputs {
             e.sample(
                 "sidekick_output_retry_budget_seconds",
                 &[("output", &o.stats.name)],

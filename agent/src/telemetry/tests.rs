@@ -140,7 +140,7 @@ fn telemetry(dir: &std::path::Path, budget: Duration) -> Telemetry {
     Telemetry {
         started: SystemTime::now(),
         tail: Arc::new(TailStats::default()),
-        outputs: vec![OutputView { stats, budget }],
+        outputs: OutputViews::new(vec![OutputView { stats, budget }]),
         ledger: Arc::new(Ledger::new(1, None).unwrap()),
         queue: rx,
         checkpoint_file: dir.join("checkpoints.json"),
@@ -154,7 +154,7 @@ fn telemetry(dir: &std::path::Path, budget: Duration) -> Telemetry {
 fn not_ready_only_after_failing_longer_than_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let t = telemetry(dir.path(), Duration::from_secs(5));
-    let stats = &t.outputs[0].stats;
+    let stats = t.outputs.get()[0].stats.clone();
     assert_eq!(t.readiness(), Ok(()), "nothing failed yet");
     let now = now_unix_nano();
     stats
