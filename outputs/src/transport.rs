@@ -431,6 +431,7 @@ impl Outputs {
         let Outputs {
             outputs, abandon, ..
         } = self;
+        abandon.hurry();
         // Closing a writer's queue ends its thread after its last batch.
         let slots: Vec<(String, Arc<Slots>)> = outputs
             .into_iter()
@@ -593,11 +594,19 @@ impl Drop for Slot {
     }
 }
 
+/// Longest wait between two attempts once the shutdown has begun: the
+/// retries go on until the deadline, so a server that came back during a
+/// long backoff is tried again before the batch would be abandoned.
+const SHUTDOWN_RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// Fired at shutdown's deadline (or when `Outputs` is dropped): workers stop
-/// retrying and leave their batches unacknowledged.
+/// retrying and leave their batches unacknowledged. `hurry` is sent when the
+/// shutdown begins: waiting retries are made at once, later ones within
+/// [`SHUTDOWN_RETRY_MAX`].
 #[derive(Debug)]
 struct Abandon {
     watch: watch::Sender<bool>,
+    hurry: watch::Sender<bool>,
     // Never sent on: dropping it wakes the writer threads' waits.
     _sync: crossbeam_channel::Sender<()>,
 }
@@ -605,23 +614,31 @@ struct Abandon {
 #[derive(Debug, Clone)]
 struct AbandonSignal {
     watch: watch::Receiver<bool>,
+    hurry: watch::Receiver<bool>,
     sync: crossbeam_channel::Receiver<()>,
 }
 
 impl Abandon {
     fn new() -> (Abandon, AbandonSignal) {
         let (wtx, wrx) = watch::channel(false);
+        let (htx, hrx) = watch::channel(false);
         let (stx, srx) = crossbeam_channel::bounded(0);
         (
             Abandon {
                 watch: wtx,
+                hurry: htx,
                 _sync: stx,
             },
             AbandonSignal {
                 watch: wrx,
+                hurry: hrx,
                 sync: srx,
             },
         )
+    }
+
+    fn hurry(&self) {
+        self.hurry.send_replace(true);
     }
 
     fn fire(self) {
@@ -636,6 +653,30 @@ impl AbandonSignal {
         let mut rx = self.watch.clone();
         // An error means the sender is gone: `Outputs` was dropped.
         let _ = rx.wait_for(|a| *a).await;
+    }
+
+    /// Waits `d` between two attempts (at most [`SHUTDOWN_RETRY_MAX`] once
+    /// the shutdown has begun, and no longer when it begins meanwhile);
+    /// returns false if abandoned meanwhile.
+    async fn backoff(&self, d: Duration) -> bool {
+        let mut hurry = self.hurry.clone();
+        let d = match *hurry.borrow() {
+            true => d.min(SHUTDOWN_RETRY_MAX),
+            false => d,
+        };
+        let hurried = async {
+            // The sender lives as long as `watch`'s: an error comes with
+            // `abandoned` anyway.
+            if hurry.wait_for(|h| *h).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.abandoned() => false,
+            _ = tokio::time::sleep(d) => true,
+            _ = hurried, if d > SHUTDOWN_RETRY_MAX => true,
+        }
     }
 
     /// Sleeps for `d` in a plain thread; returns false if abandoned meanwhile.
@@ -1002,10 +1043,8 @@ impl HttpOutput {
                 }
             };
             self.ctx.stats.retries.fetch_add(1, Relaxed);
-            tokio::select! {
-                biased;
-                _ = self.ctx.signal.abandoned() => return Outcome::Abandoned,
-                _ = tokio::time::sleep(delay) => {}
+            if !self.ctx.signal.backoff(delay).await {
+                return Outcome::Abandoned;
             }
         }
     }

@@ -549,6 +549,36 @@ fn shutdown_waits_for_retries_within_the_deadline() {
 }
 
 #[test]
+fn shutdown_retries_at_once_instead_of_sleeping_out_a_long_backoff() {
+    // The server asks for 20 s; the shutdown deadline is 5 s away. The
+    // retry is made when the shutdown begins, not after the deadline.
+    let rt = runtime();
+    let mut wait = Reply::status(503);
+    wait.headers.push(("retry-after", "20".into()));
+    let server = Server::start(&rt, vec![wait]);
+    let cfg = HttpConfig {
+        retry: RetryConfig {
+            initial: Duration::from_secs(20),
+            max: Duration::from_secs(30),
+        },
+        ..http(server.url())
+    };
+    let r = rig(rt, otlp(cfg));
+    r.outputs.send(log_batch(&r.ledger, &["back in time"]));
+    let t0 = Instant::now();
+    while server.received().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no first attempt");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t1 = Instant::now();
+    assert!(r.outputs.shutdown(Instant::now() + Duration::from_secs(5)));
+    let took = t1.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(r.ledger.in_flight(), 0);
+    assert_eq!(server.ok().len(), 1);
+}
+
+#[test]
 fn file_and_http_both_acknowledge() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.ndjson");
