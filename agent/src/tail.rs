@@ -868,17 +868,8 @@ impl Tailer {
             }
             // Let go without retiring: its checkpoint is kept, so the file
             // resumes where it was if a later reload includes it again.
-            if let Some(f) = self.files.remove(&fid) {
+            if let Some(f) = self.untrack(fid) {
                 tracing::info!(path = %f.path.display(), "log source removed: file read to its end and let go");
-                if f.file.is_some() {
-                    self.open_count -= 1;
-                    self.lru.remove(&(f.last_read, fid));
-                }
-                if self.by_path.get(f.path.as_os_str()) == Some(&fid) {
-                    self.by_path.remove(f.path.as_os_str());
-                }
-                self.dirty.remove(&fid);
-                self.pending.remove(&fid);
             }
         }
         self.stats
@@ -1101,21 +1092,27 @@ impl Tailer {
     /// Lets a file go: closes it and, if it left its path, forgets its
     /// checkpoint once what was read of it is acknowledged.
     fn release(&mut self, id: FileId) {
-        if let Some(f) = self.files.remove(&id) {
+        if let Some(f) = self.untrack(id) {
             tracing::debug!(path = %f.path.display(), "released");
-            if f.file.is_some() {
-                self.open_count -= 1;
-                self.lru.remove(&(f.last_read, id));
-            }
-            if self.by_path.get(f.path.as_os_str()) == Some(&id) {
-                self.by_path.remove(f.path.as_os_str());
-            }
-            self.dirty.remove(&id);
-            self.pending.remove(&id);
             if f.rotated_at.is_some() || f.file.is_none() {
                 self.ledger.retire(f.source);
             }
         }
+    }
+
+    /// Stops tracking a file (closing it); its checkpoint is left as it is.
+    fn untrack(&mut self, id: FileId) -> Option<Tailed> {
+        let f = self.files.remove(&id)?;
+        if f.file.is_some() {
+            self.open_count -= 1;
+            self.lru.remove(&(f.last_read, id));
+        }
+        if self.by_path.get(f.path.as_os_str()) == Some(&id) {
+            self.by_path.remove(f.path.as_os_str());
+        }
+        self.dirty.remove(&id);
+        self.pending.remove(&id);
+        Some(f)
     }
 
     /// Closes least recently read idle files until one more may be opened
