@@ -13,6 +13,7 @@
 //! Invariant: a cgroup outside sidekick's cgroup namespace (a path with
 //! `..`) is not guessed at: it has no files rather than someone else's.
 
+use super::kept::{Buf, Kept};
 use super::{point, Clock};
 use sidekick_pipeline::{Attr, MetricKind, MetricPoint, MetricValue};
 use std::path::{Path, PathBuf};
@@ -250,9 +251,164 @@ impl CgroupFiles {
                 .flatten(),
         }
     }
+}
 
-    /// Appends every figure the files give to `out`; `buf` is reused for reading.
-    pub fn sample(&self, clock: &Clock, start: u64, out: &mut Vec<MetricPoint>, buf: &mut String) {
+/// v2 `cpu.stat`, `cpu.max`.
+enum CpuV2 {
+    /// `cpu.stat` is the one [`CpuAcct::V2`] reads (same directory): its
+    /// figures are taken from that read.
+    SharedStat {
+        max: Kept,
+    },
+    Own {
+        stat: Kept,
+        max: Kept,
+    },
+}
+
+/// Where the CPU time comes from.
+enum CpuAcct {
+    V2 { stat: Kept },
+    V1 { usage: Kept, user: Kept, sys: Kept },
+}
+
+/// Throttling and the CPU limit.
+enum Cpu {
+    V2(CpuV2),
+    V1 {
+        stat: Kept,
+        quota: Kept,
+        period: Kept,
+    },
+}
+
+enum Memory {
+    V2 {
+        current: Kept,
+        max: Kept,
+        high: Kept,
+        stat: Kept,
+        events: Kept,
+    },
+    V1 {
+        usage: Kept,
+        limit: Kept,
+        stat: Kept,
+        oom: Kept,
+    },
+}
+
+enum Io {
+    V2(Kept),
+    /// (bytes, operations) of the throttle policy, then of CFQ/BFQ's.
+    V1 {
+        throttle: [Kept; 2],
+        legacy: [Kept; 2],
+    },
+}
+
+/// The cgroup figures of one target, its files kept open between samples
+/// (one `pread` per file per sample; see [`Kept`]).
+pub struct CgroupReader {
+    cpuacct: Option<CpuAcct>,
+    cpu: Option<Cpu>,
+    memory: Option<Memory>,
+    pids: Option<[Kept; 2]>,
+    io: Option<Io>,
+    psi: Option<[Kept; 3]>,
+    buf: Buf,
+}
+
+fn dir_path(d: &Dir) -> &Path {
+    match d {
+        Dir::V1(p) | Dir::V2(p) => p,
+    }
+}
+
+impl CgroupReader {
+    /// A reader of the files of `files`; each is opened on its first read.
+    pub fn new(files: &CgroupFiles) -> Self {
+        let kept = |d: &Path, name: &str| Kept::new(d.join(name));
+        let cpuacct = files.cpuacct.as_ref().map(|d| match d {
+            Dir::V2(d) => CpuAcct::V2 {
+                stat: kept(d, "cpu.stat"),
+            },
+            Dir::V1(d) => CpuAcct::V1 {
+                usage: kept(d, "cpuacct.usage"),
+                user: kept(d, "cpuacct.usage_user"),
+                sys: kept(d, "cpuacct.usage_sys"),
+            },
+        });
+        let cpu = files.cpu.as_ref().map(|d| match d {
+            Dir::V2(d) => {
+                let shared = matches!(&files.cpuacct, Some(Dir::V2(a)) if a == d);
+                Cpu::V2(if shared {
+                    CpuV2::SharedStat {
+                        max: kept(d, "cpu.max"),
+                    }
+                } else {
+                    CpuV2::Own {
+                        stat: kept(d, "cpu.stat"),
+                        max: kept(d, "cpu.max"),
+                    }
+                })
+            }
+            Dir::V1(d) => Cpu::V1 {
+                stat: kept(d, "cpu.stat"),
+                quota: kept(d, "cpu.cfs_quota_us"),
+                period: kept(d, "cpu.cfs_period_us"),
+            },
+        });
+        let memory = files.memory.as_ref().map(|d| match d {
+            Dir::V2(d) => Memory::V2 {
+                current: kept(d, "memory.current"),
+                max: kept(d, "memory.max"),
+                high: kept(d, "memory.high"),
+                stat: kept(d, "memory.stat"),
+                events: kept(d, "memory.events"),
+            },
+            Dir::V1(d) => Memory::V1 {
+                usage: kept(d, "memory.usage_in_bytes"),
+                limit: kept(d, "memory.limit_in_bytes"),
+                stat: kept(d, "memory.stat"),
+                oom: kept(d, "memory.oom_control"),
+            },
+        });
+        let pids = files
+            .pids
+            .as_ref()
+            .map(dir_path)
+            .map(|d| [kept(d, "pids.current"), kept(d, "pids.max")]);
+        let io = files.io.as_ref().map(|d| match d {
+            Dir::V2(d) => Io::V2(kept(d, "io.stat")),
+            Dir::V1(d) => Io::V1 {
+                throttle: [
+                    kept(d, "blkio.throttle.io_service_bytes_recursive"),
+                    kept(d, "blkio.throttle.io_serviced_recursive"),
+                ],
+                legacy: [
+                    kept(d, "blkio.io_service_bytes_recursive"),
+                    kept(d, "blkio.io_serviced_recursive"),
+                ],
+            },
+        });
+        let psi = files
+            .psi
+            .as_ref()
+            .map(|d| PSI_FILES.map(|(file, _)| kept(d, file)));
+        CgroupReader {
+            cpuacct,
+            cpu,
+            memory,
+            pids,
+            io,
+            psi,
+            buf: Buf::new(),
+        }
+    }
+
+    /// Appends every figure the files give to `out`.
+    pub fn sample(&mut self, clock: &Clock, start: u64, out: &mut Vec<MetricPoint>) {
         let now = clock.now;
         let sum = |name: &'static str, unit: &'static str, v: MetricValue| {
             point(
@@ -269,15 +425,15 @@ impl CgroupFiles {
             point(name, unit, MetricKind::Gauge, v, now, 0, Vec::new())
         };
         let secs = |v: u64, per_sec: f64| MetricValue::Double(v as f64 / per_sec);
+        let buf = &mut self.buf;
 
         // CPU time.
-        match &self.cpuacct {
-            Some(Dir::V2(d)) => {
-                let s = if read(&d.join("cpu.stat"), buf) {
-                    CpuStatV2::parse(buf)
-                } else {
-                    CpuStatV2::default()
-                };
+        let mut cpu_stat_v2 = None;
+        match &mut self.cpuacct {
+            Some(CpuAcct::V2 { stat }) => {
+                let s = stat.read_str(buf).map(CpuStatV2::parse);
+                cpu_stat_v2 = s;
+                let s = s.unwrap_or_default();
                 for (name, v) in [
                     ("cgroup.cpu.usage", s.usage_usec),
                     ("cgroup.cpu.user", s.user_usec),
@@ -288,13 +444,13 @@ impl CgroupFiles {
                     }
                 }
             }
-            Some(Dir::V1(d)) => {
+            Some(CpuAcct::V1 { usage, user, sys }) => {
                 for (file, name) in [
-                    ("cpuacct.usage", "cgroup.cpu.usage"),
-                    ("cpuacct.usage_user", "cgroup.cpu.user"),
-                    ("cpuacct.usage_sys", "cgroup.cpu.system"),
+                    (usage, "cgroup.cpu.usage"),
+                    (user, "cgroup.cpu.user"),
+                    (sys, "cgroup.cpu.system"),
                 ] {
-                    if let Some(v) = read(&d.join(file), buf).then(|| parse_u64(buf)).flatten() {
+                    if let Some(v) = file.read_str(buf).and_then(parse_u64) {
                         out.push(sum(name, "s", secs(v, 1e9)));
                     }
                 }
@@ -302,10 +458,13 @@ impl CgroupFiles {
             None => {}
         }
         // Throttling and the CPU limit.
-        match &self.cpu {
-            Some(Dir::V2(d)) => {
-                if read(&d.join("cpu.stat"), buf) {
-                    let s = CpuStatV2::parse(buf);
+        match &mut self.cpu {
+            Some(Cpu::V2(v2)) => {
+                let (stat, max) = match v2 {
+                    CpuV2::SharedStat { max } => (cpu_stat_v2, max),
+                    CpuV2::Own { stat, max } => (stat.read_str(buf).map(CpuStatV2::parse), max),
+                };
+                if let Some(s) = stat {
                     if let Some(v) = s.nr_throttled {
                         out.push(sum("cgroup.cpu.throttled.periods", "{period}", int(v)));
                     }
@@ -313,27 +472,27 @@ impl CgroupFiles {
                         out.push(sum("cgroup.cpu.throttled.time", "s", secs(v, 1e6)));
                     }
                 }
-                if let Some(c) = read(&d.join("cpu.max"), buf)
-                    .then(|| parse_cpu_max(buf))
-                    .flatten()
-                {
+                if let Some(c) = max.read_str(buf).and_then(parse_cpu_max) {
                     out.push(gauge("cgroup.cpu.limit", "{cpu}", MetricValue::Double(c)));
                 }
             }
-            Some(Dir::V1(d)) => {
-                if read(&d.join("cpu.stat"), buf) {
-                    if let Some(v) = keyed(buf, "nr_throttled") {
+            Some(Cpu::V1 {
+                stat,
+                quota,
+                period,
+            }) => {
+                if let Some(s) = stat.read_str(buf) {
+                    if let Some(v) = keyed(s, "nr_throttled") {
                         out.push(sum("cgroup.cpu.throttled.periods", "{period}", int(v)));
                     }
-                    if let Some(v) = keyed(buf, "throttled_time") {
+                    if let Some(v) = keyed(s, "throttled_time") {
                         out.push(sum("cgroup.cpu.throttled.time", "s", secs(v, 1e9)));
                     }
                 }
-                let quota = read(&d.join("cpu.cfs_quota_us"), buf).then(|| buf.trim().to_string());
-                let period =
-                    read(&d.join("cpu.cfs_period_us"), buf).then(|| buf.trim().to_string());
-                if let (Some(q), Some(p)) = (quota, period) {
-                    if let Some(c) = parse_cfs_limit(&q, &p) {
+                let q = quota.read_str(buf).map(parse_i64);
+                let p = period.read_str(buf).map(parse_i64);
+                if let (Some(q), Some(p)) = (q, p) {
+                    if let Some(c) = cfs_limit(q, p) {
                         out.push(gauge("cgroup.cpu.limit", "{cpu}", MetricValue::Double(c)));
                     }
                 }
@@ -341,96 +500,83 @@ impl CgroupFiles {
             None => {}
         }
         // Memory.
-        match &self.memory {
-            Some(Dir::V2(d)) => {
-                if let Some(v) = read(&d.join("memory.current"), buf)
-                    .then(|| parse_u64(buf))
-                    .flatten()
-                {
+        match &mut self.memory {
+            Some(Memory::V2 {
+                current,
+                max,
+                high,
+                stat,
+                events,
+            }) => {
+                if let Some(v) = current.read_str(buf).and_then(parse_u64) {
                     out.push(gauge("cgroup.memory.usage", "By", int(v)));
                 }
-                if let Some(v) = read(&d.join("memory.max"), buf)
-                    .then(|| parse_limit(buf))
-                    .flatten()
-                {
+                if let Some(v) = max.read_str(buf).and_then(parse_limit) {
                     out.push(gauge("cgroup.memory.limit", "By", int(v)));
                 }
-                if let Some(v) = read(&d.join("memory.high"), buf)
-                    .then(|| parse_limit(buf))
-                    .flatten()
-                {
+                if let Some(v) = high.read_str(buf).and_then(parse_limit) {
                     out.push(gauge("cgroup.memory.high", "By", int(v)));
                 }
-                if read(&d.join("memory.stat"), buf) {
-                    if let Some(v) = keyed(buf, "anon") {
+                if let Some(s) = stat.read_str(buf) {
+                    if let Some(v) = keyed(s, "anon") {
                         out.push(gauge("cgroup.memory.anon", "By", int(v)));
                     }
-                    if let Some(v) = keyed(buf, "file") {
+                    if let Some(v) = keyed(s, "file") {
                         out.push(gauge("cgroup.memory.file", "By", int(v)));
                     }
                 }
-                if read(&d.join("memory.events"), buf) {
-                    if let Some(v) = keyed(buf, "oom") {
+                if let Some(s) = events.read_str(buf) {
+                    if let Some(v) = keyed(s, "oom") {
                         out.push(sum("cgroup.memory.oom.count", "{event}", int(v)));
                     }
-                    if let Some(v) = keyed(buf, "oom_kill") {
+                    if let Some(v) = keyed(s, "oom_kill") {
                         out.push(sum("cgroup.memory.oom_kill.count", "{event}", int(v)));
                     }
                 }
             }
-            Some(Dir::V1(d)) => {
-                if let Some(v) = read(&d.join("memory.usage_in_bytes"), buf)
-                    .then(|| parse_u64(buf))
-                    .flatten()
-                {
+            Some(Memory::V1 {
+                usage,
+                limit,
+                stat,
+                oom,
+            }) => {
+                if let Some(v) = usage.read_str(buf).and_then(parse_u64) {
                     out.push(gauge("cgroup.memory.usage", "By", int(v)));
                 }
-                if let Some(v) = read(&d.join("memory.limit_in_bytes"), buf)
-                    .then(|| parse_limit(buf))
-                    .flatten()
-                {
+                if let Some(v) = limit.read_str(buf).and_then(parse_limit) {
                     out.push(gauge("cgroup.memory.limit", "By", int(v)));
                 }
-                if read(&d.join("memory.stat"), buf) {
+                if let Some(s) = stat.read_str(buf) {
                     // Hierarchical figures (total_*) include sub-cgroups, as v2's do.
-                    if let Some(v) = keyed(buf, "total_rss").or_else(|| keyed(buf, "rss")) {
+                    if let Some(v) = keyed(s, "total_rss").or_else(|| keyed(s, "rss")) {
                         out.push(gauge("cgroup.memory.anon", "By", int(v)));
                     }
-                    if let Some(v) = keyed(buf, "total_cache").or_else(|| keyed(buf, "cache")) {
+                    if let Some(v) = keyed(s, "total_cache").or_else(|| keyed(s, "cache")) {
                         out.push(gauge("cgroup.memory.file", "By", int(v)));
                     }
                 }
-                if let Some(v) = read(&d.join("memory.oom_control"), buf)
-                    .then(|| keyed(buf, "oom_kill"))
-                    .flatten()
-                {
+                if let Some(v) = oom.read_str(buf).and_then(|s| keyed(s, "oom_kill")) {
                     out.push(sum("cgroup.memory.oom_kill.count", "{event}", int(v)));
                 }
             }
             None => {}
         }
         // Pids (same files on v1 and v2).
-        if let Some(Dir::V1(d) | Dir::V2(d)) = &self.pids {
-            if let Some(v) = read(&d.join("pids.current"), buf)
-                .then(|| parse_u64(buf))
-                .flatten()
-            {
+        if let Some([current, max]) = &mut self.pids {
+            if let Some(v) = current.read_str(buf).and_then(parse_u64) {
                 out.push(gauge("cgroup.pids.current", "{process}", int(v)));
             }
-            if let Some(v) = read(&d.join("pids.max"), buf)
-                .then(|| parse_limit(buf))
-                .flatten()
-            {
+            if let Some(v) = max.read_str(buf).and_then(parse_limit) {
                 out.push(gauge("cgroup.pids.limit", "{process}", int(v)));
             }
         }
         // Block I/O.
-        let io = match &self.io {
-            Some(Dir::V2(d)) => read(&d.join("io.stat"), buf).then(|| parse_io_stat(buf)),
-            Some(Dir::V1(d)) => {
-                let pair = |bytes: &str, ops: &str, buf: &mut String| {
-                    let b = read(&d.join(bytes), buf).then(|| parse_blkio(buf))?;
-                    let o = read(&d.join(ops), buf).then(|| parse_blkio(buf))?;
+        let io = match &mut self.io {
+            Some(Io::V2(stat)) => stat.read_str(buf).map(parse_io_stat),
+            Some(Io::V1 { throttle, legacy }) => {
+                let pair = |[bytes, ops]: &mut [Kept; 2], buf: &mut Buf| {
+                    let b = bytes.read_str(buf).map(parse_blkio)?;
+                    let o = ops.read_str(buf).map(parse_blkio)?;
                     Some(IoTotals {
                         rbytes: b.0,
                         wbytes: b.1,
@@ -438,18 +584,7 @@ impl CgroupFiles {
                         wios: o.1,
                     })
                 };
-                pair(
-                    "blkio.throttle.io_service_bytes_recursive",
-                    "blkio.throttle.io_serviced_recursive",
-                    buf,
-                )
-                .or_else(|| {
-                    pair(
-                        "blkio.io_service_bytes_recursive",
-                        "blkio.io_serviced_recursive",
-                        buf,
-                    )
-                })
+                pair(throttle, buf).or_else(|| pair(legacy, buf))
             }
             None => None,
         };
@@ -472,12 +607,12 @@ impl CgroupFiles {
             }
         }
         // Pressure stall information.
-        if let Some(d) = &self.psi {
-            for (file, names) in PSI_FILES {
-                if !read(&d.join(file), buf) {
+        if let Some(files) = &mut self.psi {
+            for (file, (_, names)) in files.iter_mut().zip(PSI_FILES) {
+                let Some(s) = file.read_str(buf) else {
                     continue;
-                }
-                let p = parse_pressure(buf);
+                };
+                let p = parse_pressure(s);
                 for (line, [total, avg10]) in [(p.some, names[0]), (p.full, names[1])] {
                     let Some(line) = line else { continue };
                     out.push(sum(total, "s", secs(line.total_us, 1e6)));
@@ -616,9 +751,19 @@ pub fn parse_cpu_max(s: &str) -> Option<f64> {
 }
 
 /// v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`: the limit in cores, `None` for -1.
+/// (The sampler reads the two files one after the other into one buffer,
+/// so it parses each with `parse_i64` and combines them with `cfs_limit`.)
+#[cfg(test)]
 pub fn parse_cfs_limit(quota: &str, period: &str) -> Option<f64> {
-    let q: i64 = quota.trim().parse().ok()?;
-    let p: i64 = period.trim().parse().ok()?;
+    cfs_limit(parse_i64(quota), parse_i64(period))
+}
+
+fn parse_i64(s: &str) -> Option<i64> {
+    s.trim().parse().ok()
+}
+
+fn cfs_limit(quota: Option<i64>, period: Option<i64>) -> Option<f64> {
+    let (q, p) = (quota?, period?);
     (q > 0 && p > 0).then(|| q as f64 / p as f64)
 }
 

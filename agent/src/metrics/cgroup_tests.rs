@@ -4,6 +4,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::time::Duration;
 
 // ---- captured on a cgroup v1 (hybrid) host ----
 const V1_PROC_CGROUP: &str = "9:name=systemd:/
@@ -292,7 +293,7 @@ fn sample_reads_a_v2_cgroup_directory() {
     let f = CgroupFiles::resolve("0::/\n", &mi, &|p: &Path| p.is_dir());
     assert_eq!(f.oom_kill_count(), Some(1));
     let mut out = Vec::new();
-    f.sample(&Clock { now: 2_000 }, 1_000, &mut out, &mut String::new());
+    CgroupReader::new(&f).sample(&Clock { now: 2_000 }, 1_000, &mut out);
     let get = |name: &str| out.iter().find(|p| p.name == name).map(|p| p.value);
     assert_eq!(get("cgroup.cpu.usage"), Some(MetricValue::Double(2.5)));
     assert_eq!(
@@ -394,4 +395,145 @@ proptest! {
         let _ = CgroupFiles::resolve(&s, V1_MOUNTINFO, &all_exist);
         let _ = CgroupFiles::resolve(V1_PROC_CGROUP, &s, &all_exist);
     }
+}
+
+#[test]
+fn a_v1_hierarchy_is_read_through_kept_files_that_follow_changes() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let memdir = "memory/process_api/bc5f3a102211ee4645c632d2b2f10b10";
+    for d in ["cpu", "cpuacct", memdir, "pids", "blkio", "unified"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    // 400 devices: a file of ~10 KiB, bigger than one read's first buffer.
+    let mut blkio = String::new();
+    for i in 0..400 {
+        blkio.push_str(&format!("8:{i} Read 10\n8:{i} Write 1\n8:{i} Total 11\n"));
+    }
+    blkio.push_str("Total 4400\n");
+    assert!(blkio.len() > 8192);
+    let write = |name: &str, content: &str| std::fs::write(r.join(name), content).unwrap();
+    write("cpuacct/cpuacct.usage", V1_CPUACCT_USAGE);
+    write("cpuacct/cpuacct.usage_user", "1000000000\n");
+    write("cpuacct/cpuacct.usage_sys", "500000000\n");
+    write(
+        "cpu/cpu.stat",
+        "nr_periods 10\nnr_throttled 3\nthrottled_time 2000000000\n",
+    );
+    write("cpu/cpu.cfs_quota_us", "50000\n");
+    write("cpu/cpu.cfs_period_us", V1_CFS_PERIOD);
+    write(&format!("{memdir}/memory.usage_in_bytes"), "2863104\n");
+    write(
+        &format!("{memdir}/memory.limit_in_bytes"),
+        V1_LIMIT_UNLIMITED,
+    );
+    write(&format!("{memdir}/memory.stat"), V1_MEMORY_STAT);
+    write(&format!("{memdir}/memory.oom_control"), V1_OOM_CONTROL);
+    write("pids/pids.max", "max\n");
+    write("blkio/blkio.throttle.io_service_bytes_recursive", &blkio);
+    write("blkio/blkio.throttle.io_serviced_recursive", V1_BLKIO);
+    write("unified/cpu.pressure", HOST_CPU_PRESSURE);
+    let mi: String = V1_MOUNTINFO
+        .lines()
+        .map(|l| l.replace(" /sys/fs/cgroup/", &format!(" {}/", r.display())))
+        .map(|l| l + "\n")
+        .collect();
+    let f = CgroupFiles::resolve(V1_PROC_CGROUP, &mi, &|p: &Path| p.is_dir());
+    let mut reader = CgroupReader::new(&f);
+    let sample = |reader: &mut CgroupReader| {
+        let mut out = Vec::new();
+        reader.sample(&Clock { now: 2_000 }, 1_000, &mut out);
+        out
+    };
+    let get =
+        |out: &[MetricPoint], name: &str| out.iter().find(|p| p.name == name).map(|p| p.value);
+    let out = sample(&mut reader);
+    assert_eq!(
+        get(&out, "cgroup.cpu.usage"),
+        Some(MetricValue::Double(1823.311893359))
+    );
+    assert_eq!(get(&out, "cgroup.cpu.user"), Some(MetricValue::Double(1.0)));
+    assert_eq!(
+        get(&out, "cgroup.cpu.system"),
+        Some(MetricValue::Double(0.5))
+    );
+    assert_eq!(
+        get(&out, "cgroup.cpu.throttled.periods"),
+        Some(MetricValue::Int(3))
+    );
+    assert_eq!(
+        get(&out, "cgroup.cpu.throttled.time"),
+        Some(MetricValue::Double(2.0))
+    );
+    assert_eq!(
+        get(&out, "cgroup.cpu.limit"),
+        Some(MetricValue::Double(0.5))
+    );
+    assert_eq!(
+        get(&out, "cgroup.memory.usage"),
+        Some(MetricValue::Int(2863104))
+    );
+    assert_eq!(get(&out, "cgroup.memory.limit"), None, "unlimited");
+    assert_eq!(
+        get(&out, "cgroup.memory.anon"),
+        Some(MetricValue::Int(1736704))
+    );
+    assert_eq!(
+        get(&out, "cgroup.memory.file"),
+        Some(MetricValue::Int(1126400))
+    );
+    assert_eq!(
+        get(&out, "cgroup.memory.oom_kill.count"),
+        Some(MetricValue::Int(0))
+    );
+    assert_eq!(get(&out, "cgroup.pids.current"), None, "no file yet");
+    let io = |out: &[MetricPoint], name: &str, dir: &str| {
+        out.iter()
+            .find(|p| {
+                p.name == name
+                    && p.attributes.iter().any(|a| {
+                        a.value == sidekick_pipeline::AttrValue::Str(dir.to_string().into())
+                    })
+            })
+            .map(|p| p.value)
+    };
+    assert_eq!(
+        io(&out, "cgroup.io.bytes", "read"),
+        Some(MetricValue::Int(4000)),
+        "all 400 devices summed"
+    );
+    assert_eq!(
+        io(&out, "cgroup.io.bytes", "write"),
+        Some(MetricValue::Int(400))
+    );
+    assert_eq!(
+        io(&out, "cgroup.io.operations", "write"),
+        Some(MetricValue::Int(122904))
+    );
+    assert_eq!(
+        get(&out, "cgroup.pressure.cpu.some.avg10"),
+        Some(MetricValue::Double(94.85))
+    );
+
+    // The kept files show what the files say now: a changed figure (the
+    // file rewritten in place, as the kernel regenerates its files), a file
+    // that appeared since (looked for again after RETRY_OPEN).
+    write("cpuacct/cpuacct.usage", "2000000000000\n");
+    write("pids/pids.current", "7\n");
+    let out = sample(&mut reader);
+    assert_eq!(
+        get(&out, "cgroup.cpu.usage"),
+        Some(MetricValue::Double(2000.0))
+    );
+    std::thread::sleep(crate::metrics::kept::RETRY_OPEN + Duration::from_millis(100));
+    let out = sample(&mut reader);
+    assert_eq!(
+        get(&out, "cgroup.cpu.usage"),
+        Some(MetricValue::Double(2000.0))
+    );
+    assert_eq!(get(&out, "cgroup.pids.current"), Some(MetricValue::Int(7)));
+    assert_eq!(
+        io(&out, "cgroup.io.bytes", "read"),
+        Some(MetricValue::Int(4000))
+    );
 }

@@ -3,7 +3,8 @@
 //! the host's (through `sysinfo`), every `metrics.interval`.
 //!
 //! One [`Sampler`] holds what successive samples share (the previous CPU
-//! time for utilization, the resolved cgroup directories, sysinfo's state);
+//! time for utilization, the target's `/proc` and cgroup files, kept open
+//! and re-read in place, sysinfo's state);
 //! [`spawn_sampler`] runs it on its own thread, which sleeps on the stop
 //! channel between samples (no busy loop) and takes one last sample when
 //! told to stop.
@@ -15,9 +16,10 @@
 
 mod cgroup;
 mod host;
+mod kept;
 mod process;
 
-pub use cgroup::{container_id, CgroupFiles};
+pub use cgroup::{container_id, CgroupFiles, CgroupReader};
 pub(crate) use process::{ticks_per_second, uptime_secs};
 
 use crate::target::{deliver, CrashContext, StopSignal};
@@ -91,12 +93,12 @@ pub(crate) fn point(
 pub struct Sampler {
     cfg: SamplerConfig,
     process: process::ProcessSampler,
-    /// The cgroup of the current target, resolved when the target changes.
-    cgroup: Option<(u32, Option<CgroupFiles>)>,
+    /// The cgroup of the current target, resolved (and its files opened)
+    /// when the target changes.
+    cgroup: Option<(u32, Option<CgroupReader>)>,
     /// Start time of the cgroup sums: when this sampler first read them.
     cgroup_start: u64,
     host: Option<host::HostSampler>,
-    buf: String,
 }
 
 impl Sampler {
@@ -108,7 +110,6 @@ impl Sampler {
             cfg,
             cgroup: None,
             cgroup_start: sidekick_pipeline::now_unix_nano(),
-            buf: String::with_capacity(4096),
         }
     }
 
@@ -126,10 +127,11 @@ impl Sampler {
             }
             if self.cfg.cgroup {
                 if self.cgroup.as_ref().map(|c| c.0) != Some(pid) {
-                    self.cgroup = Some((pid, CgroupFiles::for_pid(pid)));
+                    let files = CgroupFiles::for_pid(pid);
+                    self.cgroup = Some((pid, files.as_ref().map(CgroupReader::new)));
                 }
-                if let Some((_, Some(files))) = &self.cgroup {
-                    files.sample(&clock, self.cgroup_start, &mut out, &mut self.buf);
+                if let Some((_, Some(reader))) = &mut self.cgroup {
+                    reader.sample(&clock, self.cgroup_start, &mut out);
                 }
             }
         }

@@ -7,11 +7,20 @@
 //! `cminflt`...), so they stay monotonic as short-lived children come and go.
 //! `/proc/N/io` is owner- or ptrace-readable only: when it cannot be read the
 //! disk figures are left out and one warning says why.
+//!
+//! The target's files are opened once per PID and re-read in place (see
+//! `kept.rs`): four system calls a sample (`pread` of `stat`, `status` and
+//! `io`, `fstat` of `fd`, whose size is the descriptor count), parsed as
+//! bytes without allocating. A handle stays bound to its process: once it is
+//! reaped its reads fail (ESRCH) and the path is opened again, which finds
+//! a later process given the same PID or nothing (the target is gone). A
+//! new target PID gets its own files.
 
+use super::kept::{Buf, Kept, KeptDir};
 use super::{point, Clock};
-use procfs::process::Process;
 use sidekick_pipeline::{Attr, MetricKind, MetricPoint, MetricValue};
 use std::io::Read;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), for `/proc/N/stat` times.
@@ -74,6 +83,28 @@ impl Figures {
     }
 }
 
+/// The files of one process, kept open between samples (see [`Kept`]).
+struct ProcFiles {
+    pid: u32,
+    stat: Kept,
+    status: Kept,
+    io: Kept,
+    fd: KeptDir,
+}
+
+impl ProcFiles {
+    fn new(pid: u32) -> Self {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        ProcFiles {
+            pid,
+            stat: Kept::new(dir.join("stat")),
+            status: Kept::new(dir.join("status")),
+            io: Kept::new(dir.join("io")),
+            fd: KeptDir::new(dir.join("fd")),
+        }
+    }
+}
+
 /// Samples one process (and its descendants, if asked).
 pub(crate) struct ProcessSampler {
     include_children: bool,
@@ -82,9 +113,11 @@ pub(crate) struct ProcessSampler {
     boot_ns: u64,
     /// (pid, start ticks, when, cpu seconds) of the previous sample.
     prev: Option<(u32, u64, Instant, f64)>,
+    /// The target's files; reopened when the PID changes.
+    files: Option<ProcFiles>,
     io_warned: bool,
     fd_warned: bool,
-    buf: String,
+    buf: Buf,
 }
 
 impl ProcessSampler {
@@ -95,56 +128,70 @@ impl ProcessSampler {
             page_size: procfs::page_size().max(1),
             boot_ns: boot_time_unix_nano(),
             prev: None,
+            files: None,
             io_warned: false,
             fd_warned: false,
-            buf: String::with_capacity(2048),
+            buf: Buf::new(),
         }
     }
 
-    /// Reads one process; `with_children` adds its reaped children's CPU
-    /// time and faults. Returns the figures and the process start (ticks).
-    fn read_one(&mut self, pid: u32, with_children: bool) -> Option<(Figures, u64)> {
-        let p = Process::new(i32::try_from(pid).ok()?).ok()?;
-        let st = p.stat().ok()?;
+    /// Reads the target `pid`; `with_children` adds its reaped children's
+    /// CPU time and faults. Returns the figures and the process start (ticks).
+    fn read_target(&mut self, pid: u32, with_children: bool) -> Option<(Figures, u64)> {
+        if self.files.as_ref().map(|f| f.pid) != Some(pid) {
+            self.files = Some(ProcFiles::new(pid));
+        }
+        let mut files = self.files.take()?;
+        let read = self.read_files_of(&mut files, with_children);
+        self.files = Some(files);
+        read
+    }
+
+    /// Reads one process through its files.
+    fn read_files_of(
+        &mut self,
+        files: &mut ProcFiles,
+        with_children: bool,
+    ) -> Option<(Figures, u64)> {
+        let pid = files.pid;
+        let st = parse_stat_fields(files.stat.read(&mut self.buf).ok()?)?;
+        let tck = self.tck;
         let mut f = Figures {
-            user_s: st.utime as f64 / self.tck,
-            system_s: st.stime as f64 / self.tck,
+            user_s: st.utime as f64 / tck,
+            system_s: st.stime as f64 / tck,
             rss: st.rss.saturating_mul(self.page_size),
             vsize: st.vsize,
-            threads: u64::try_from(st.num_threads).unwrap_or(0),
+            threads: st.num_threads,
             minflt: st.minflt,
             majflt: st.majflt,
             ..Figures::default()
         };
         if with_children {
-            f.user_s += st.cutime.max(0) as f64 / self.tck;
-            f.system_s += st.cstime.max(0) as f64 / self.tck;
+            f.user_s += st.cutime.max(0) as f64 / tck;
+            f.system_s += st.cstime.max(0) as f64 / tck;
             f.minflt = f.minflt.saturating_add(st.cminflt);
             f.majflt = f.majflt.saturating_add(st.cmajflt);
         }
-        // status: only the two context-switch lines are wanted; parsing the
-        // whole file into a map (procfs' Status) costs several times more.
-        self.buf.clear();
-        if let Ok(mut file) = p.open_relative("status") {
-            if file.read_to_string(&mut self.buf).is_ok() {
-                let (v, i) = parse_ctxt_switches(&self.buf);
-                f.voluntary = v;
-                f.involuntary = i;
-            }
+        // status: only the two context-switch lines are wanted.
+        if let Ok(b) = files.status.read(&mut self.buf) {
+            let (v, i) = parse_ctxt_switches(b);
+            f.voluntary = v;
+            f.involuntary = i;
         }
-        match p.io() {
-            Ok(io) => {
-                f.read_bytes = Some(io.read_bytes);
-                f.write_bytes = Some(io.write_bytes);
+        match files.io.read(&mut self.buf).map(parse_io) {
+            Ok((Some(r), Some(w))) => {
+                f.read_bytes = Some(r);
+                f.write_bytes = Some(w);
             }
+            Ok(_) => {}
             Err(e) if !self.io_warned => {
                 self.io_warned = true;
                 tracing::warn!(pid, error = %e, "cannot read /proc/{pid}/io: process.disk.io left out (another user's process needs CAP_SYS_PTRACE); warned once");
             }
             Err(_) => {}
         }
-        match p.fd_count() {
-            Ok(n) => f.fds = Some(n as u64),
+        match files.fd.count() {
+            Ok(n) => f.fds = Some(n),
             Err(e) if !self.fd_warned => {
                 self.fd_warned = true;
                 tracing::warn!(pid, error = %e, "cannot list /proc/{pid}/fd: process.unix.file_descriptor.count left out (another user's process needs CAP_DAC_READ_SEARCH or CAP_SYS_PTRACE); warned once");
@@ -156,13 +203,14 @@ impl ProcessSampler {
 
     /// Appends the process figures of `pid` to `out` (nothing if it is gone).
     pub fn sample(&mut self, pid: u32, clock: &Clock, out: &mut Vec<MetricPoint>) {
-        let Some((mut f, start_ticks)) = self.read_one(pid, self.include_children) else {
+        let Some((mut f, start_ticks)) = self.read_target(pid, self.include_children) else {
             self.prev = None;
             return;
         };
         if self.include_children {
             for child in descendants(pid) {
-                if let Some((cf, _)) = self.read_one(child, true) {
+                // Children come and go: their files are opened for one read.
+                if let Some((cf, _)) = self.read_files_of(&mut ProcFiles::new(child), true) {
                     f.add(&cf);
                 }
             }
@@ -264,18 +312,98 @@ impl ProcessSampler {
     }
 }
 
+/// The fields of `/proc/N/stat` the sampler reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatFields {
+    pub minflt: u64,
+    pub cminflt: u64,
+    pub majflt: u64,
+    pub cmajflt: u64,
+    pub utime: u64,
+    pub stime: u64,
+    pub cutime: i64,
+    pub cstime: i64,
+    pub num_threads: u64,
+    pub starttime: u64,
+    pub vsize: u64,
+    /// Resident set, pages.
+    pub rss: u64,
+}
+
+/// Parses `/proc/N/stat` (bytes: the command name may be anything). The
+/// name may hold spaces and parentheses, so fields are counted from the
+/// last `)`; `None` if a field is missing or not a number.
+pub(crate) fn parse_stat_fields(s: &[u8]) -> Option<StatFields> {
+    let close = memchr::memrchr(b')', s)?;
+    // Field 3 (state) is the first after the name.
+    let mut it = s[close + 1..]
+        .split(|c| c.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let mut fields = [&b""[..]; 22];
+    for slot in fields.iter_mut() {
+        *slot = it.next()?;
+    }
+    // Field k (1-based, man 5 proc) is fields[k - 3].
+    let u = |k: usize| parse_dec(fields[k - 3]);
+    let i = |k: usize| -> Option<i64> {
+        match fields[k - 3] {
+            [b'-', rest @ ..] => parse_dec(rest)
+                .and_then(|v| i64::try_from(v).ok())
+                .map(|v| -v),
+            d => parse_dec(d).and_then(|v| i64::try_from(v).ok()),
+        }
+    };
+    Some(StatFields {
+        minflt: u(10)?,
+        cminflt: u(11)?,
+        majflt: u(12)?,
+        cmajflt: u(13)?,
+        utime: u(14)?,
+        stime: u(15)?,
+        cutime: i(16)?,
+        cstime: i(17)?,
+        num_threads: u(20)?,
+        starttime: u(22)?,
+        vsize: u(23)?,
+        rss: u(24)?,
+    })
+}
+
+/// An unsigned decimal number, nothing else (no sign, no spaces).
+fn parse_dec(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    b.iter().try_fold(0u64, |acc, c| {
+        let d = c.wrapping_sub(b'0');
+        (d < 10).then_some(())?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// The value of the first `key` line (`key` ends with its `:`) of a
+/// `Key:  value` file, leading and trailing blanks trimmed.
+fn colon_value(s: &[u8], key: &[u8]) -> Option<u64> {
+    s.split(|c| *c == b'\n')
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| parse_dec(v.trim_ascii()))
+}
+
 /// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` from a
 /// `/proc/N/status` text.
-pub(crate) fn parse_ctxt_switches(status: &str) -> (Option<u64>, Option<u64>) {
-    let (mut v, mut i) = (None, None);
-    for l in status.lines() {
-        if let Some(rest) = l.strip_prefix("voluntary_ctxt_switches:") {
-            v = rest.trim().parse().ok();
-        } else if let Some(rest) = l.strip_prefix("nonvoluntary_ctxt_switches:") {
-            i = rest.trim().parse().ok();
-        }
-    }
-    (v, i)
+pub(crate) fn parse_ctxt_switches(status: &[u8]) -> (Option<u64>, Option<u64>) {
+    (
+        colon_value(status, b"voluntary_ctxt_switches:"),
+        colon_value(status, b"nonvoluntary_ctxt_switches:"),
+    )
+}
+
+/// `read_bytes` and `write_bytes` from a `/proc/N/io` text.
+pub(crate) fn parse_io(io: &[u8]) -> (Option<u64>, Option<u64>) {
+    (
+        colon_value(io, b"read_bytes:"),
+        colon_value(io, b"write_bytes:"),
+    )
 }
 
 /// The live descendants of `root` (one scan of `/proc`).
