@@ -586,11 +586,184 @@ fn the_dockerfile_runs_sidekick_as_non_root_with_data_dir_on_a_volume() {
         volume.contains(&format!("\"{data_dir}\"")),
         "VOLUME {volume} is not data_dir {data_dir}"
     );
+    // The build stage lays the image out with scripts/image-out.sh (checked
+    // below); the runtime stage takes its rootfs as `/` and its data dir,
+    // owned by the runtime user, as data_dir's parent.
+    let build = &lines[..runtime_at];
     assert!(
-        text.contains("deploy/docker/sidekick.yaml /out/etc/sidekick/sidekick.yaml")
-            && runtime
-                .iter()
-                .any(|l| l.starts_with("CMD") && l.contains("/etc/sidekick/sidekick.yaml")),
-        "the image's default config is deploy/docker/sidekick.yaml at the path CMD reads"
+        build
+            .iter()
+            .any(|l| l.contains("scripts/image-out.sh target/release/sidekick /out")),
+        "the build stage runs scripts/image-out.sh: {build:?}"
+    );
+    assert!(
+        runtime.contains(&"COPY --from=build /out/rootfs/ /"),
+        "the runtime stage copies /out/rootfs/ to /: {runtime:?}"
+    );
+    let data_parent = Path::new(data_dir)
+        .parent()
+        .and_then(Path::to_str)
+        .expect("data_dir has a parent");
+    let data_copy = format!("COPY --from=build --chown={user} /out/data/ {data_parent}/");
+    assert!(
+        runtime.contains(&data_copy.as_str()),
+        "the runtime stage has `{data_copy}`: {runtime:?}"
+    );
+    // `kubectl exec ... -- sidekick status` (deploy/kubernetes) finds the
+    // binary through PATH, which a `scratch` image does not set.
+    assert!(
+        runtime.iter().any(|l| l
+            .strip_prefix("ENV PATH=")
+            .is_some_and(|p| p.split(':').any(|d| d == "/usr/local/bin"))),
+        "PATH holds /usr/local/bin, where the binary is: {runtime:?}"
+    );
+    assert!(
+        runtime
+            .iter()
+            .any(|l| l.starts_with("CMD") && l.contains("/etc/sidekick/sidekick.yaml")),
+        "CMD reads /etc/sidekick/sidekick.yaml: {runtime:?}"
+    );
+}
+
+/// Mode bits of `path` (permissions, sticky bit).
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Runs scripts/image-out.sh (what the Dockerfile's build stage runs after
+/// `cargo build`) on the test binary and checks the tree it lays out: the
+/// files the image needs, and that the binary runs with only the libraries
+/// and loader it copied.
+#[test]
+#[cfg(target_os = "linux")]
+fn image_out_lays_out_a_runnable_image_tree() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let out = dir.path().join("out");
+    let status = Command::new("sh")
+        .arg(repo().join("scripts/image-out.sh"))
+        .arg(sidekick_bin())
+        .arg(&out)
+        .status()
+        .expect("run sh scripts/image-out.sh");
+    assert!(status.success(), "scripts/image-out.sh: {status}");
+    let rootfs = out.join("rootfs");
+
+    let bin = rootfs.join("usr/local/bin/sidekick");
+    assert_eq!(mode(&bin), 0o755, "{}", bin.display());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/sidekick/sidekick.yaml")).expect("the config"),
+        std::fs::read_to_string(repo().join("deploy/docker/sidekick.yaml")).expect("read it"),
+        "the image's config is deploy/docker/sidekick.yaml"
+    );
+    assert_eq!(mode(&rootfs.join("tmp")), 0o1777, "/tmp");
+    assert!(rootfs.join("var/lib").is_dir(), "/var/lib");
+    let config = parse_config(
+        "deploy/docker/sidekick.yaml",
+        &std::fs::read_to_string(repo().join("deploy/docker/sidekick.yaml")).expect("read it"),
+    );
+    let data_name = Path::new(str_at(&config, "/data_dir"))
+        .file_name()
+        .expect("data_dir has a name");
+    assert_eq!(mode(&out.join("data").join(data_name)), 0o700, "data_dir");
+
+    // The user the Dockerfile runs as has a name (what `id`, logs and
+    // `ps` inside the container show).
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).expect("/etc/passwd");
+    assert!(
+        passwd
+            .lines()
+            .any(|l| l.starts_with("nonroot:x:65532:65532:")),
+        "/etc/passwd: {passwd}"
+    );
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).expect("/etc/group");
+    assert!(
+        group.lines().any(|l| l.starts_with("nonroot:x:65532:")),
+        "/etc/group: {group}"
+    );
+
+    // Every shared library the binary needs is there: its copied loader,
+    // told to look only in the copied library directories, runs it.
+    let mut libs = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read a directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.to_string_lossy().contains(".so") {
+                out.push(path);
+            }
+        }
+    }
+    walk(&rootfs, &mut libs);
+    let (loaders, others): (Vec<PathBuf>, Vec<PathBuf>) = libs.into_iter().partition(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+    });
+    assert_eq!(loaders.len(), 1, "one loader: {loaders:?}");
+    let names: Vec<String> = others
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("libc.so")),
+        "libc among the libraries: {names:?}"
+    );
+    let mut lib_dirs: Vec<String> = others
+        .iter()
+        .map(|p| p.parent().expect("a parent").to_string_lossy().into_owned())
+        .collect();
+    lib_dirs.sort();
+    lib_dirs.dedup();
+    // The loader would fall back to the host's own directories for a library
+    // the copy lacks: every library must resolve inside the tree.
+    let list = Command::new(&loaders[0])
+        .arg("--inhibit-cache")
+        .arg("--library-path")
+        .arg(lib_dirs.join(":"))
+        .arg("--list")
+        .arg(&bin)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run the copied loader --list");
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "ld.so --list: {listed}");
+    let rootfs_str = rootfs.to_string_lossy();
+    for line in listed.lines() {
+        if let Some((_, path)) = line.split_once("=> ") {
+            assert!(
+                path.starts_with(&*rootfs_str),
+                "a library the image lacks: {}\n{listed}",
+                line.trim()
+            );
+        }
+    }
+    let run = Command::new(&loaders[0])
+        .arg("--inhibit-cache")
+        .arg("--library-path")
+        .arg(lib_dirs.join(":"))
+        .arg(&bin)
+        .args(["check", "-c"])
+        .arg(rootfs.join("etc/sidekick/sidekick.yaml"))
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("OTLP_ENDPOINT")
+        .env_remove("SERVICE_NAME")
+        .output()
+        .expect("run the copied loader");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && stdout.trim_end().ends_with(": ok"),
+        "the copied sidekick with the copied libraries: {}\nstdout: {stdout}\nstderr: {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
     );
 }
