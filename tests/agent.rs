@@ -28,6 +28,10 @@ pub struct AgentConfig {
     pub batch_timeout: &'static str,
     pub shutdown_timeout: &'static str,
     pub service_name: String,
+    /// More keys of the log source (`format`, `multiline`,
+    /// `max_line_bytes`, ...), written as given; see
+    /// [`AgentConfig::with_log_options`].
+    pub log_options: Vec<(String, String)>,
 }
 
 impl AgentConfig {
@@ -50,7 +54,16 @@ impl AgentConfig {
             batch_timeout: "200ms",
             shutdown_timeout: "10s",
             service_name: "sidekick-e2e".to_owned(),
+            log_options: Vec::new(),
         }
+    }
+
+    /// This config with `key: value` added to its log source for each pair
+    /// (values are YAML as written: `cri`, `1MiB`, `{timeout: 1s}`).
+    pub fn with_log_options(mut self, options: &[(&str, &str)]) -> Self {
+        self.log_options
+            .extend(options.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())));
+        self
     }
 
     pub fn to_yaml(&self) -> String {
@@ -70,6 +83,9 @@ impl AgentConfig {
         }
         let _ = writeln!(y, "    start_at: {}", self.start_at);
         let _ = writeln!(y, "    scan_interval: {}", self.scan_interval);
+        for (key, value) in &self.log_options {
+            let _ = writeln!(y, "    {key}: {value}");
+        }
         let _ = writeln!(
             y,
             "batch:\n  max_records: {}\n  max_bytes: {}\n  timeout: {}",
@@ -105,8 +121,14 @@ impl Agent {
     /// Writes `config` to `dir/sidekick-N.yaml` and runs
     /// `sidekick run -c dir/sidekick-N.yaml`.
     pub fn start(config: &AgentConfig, dir: &Path) -> Self {
+        Self::start_yaml(&config.to_yaml(), dir)
+    }
+
+    /// Writes the config `yaml` to `dir/sidekick-N.yaml` and runs
+    /// `sidekick run -c dir/sidekick-N.yaml`.
+    pub fn start_yaml(yaml: &str, dir: &Path) -> Self {
         let path = next_free(dir, "sidekick", "yaml");
-        std::fs::write(&path, config.to_yaml()).expect("write the config file");
+        std::fs::write(&path, yaml).expect("write the config file");
         Self::start_args(&["run", "-c", path.to_str().expect("UTF-8 path")], dir)
     }
 
@@ -189,6 +211,14 @@ impl Agent {
         found.unwrap_or_default()
     }
 
+    /// Waits (15 s at most) until the agent logs that it tails `path`.
+    pub fn wait_tailing(&self, path: &Path) {
+        let p = path.to_str().expect("UTF-8 path");
+        self.wait_for_stderr_line(&format!("`tailing` {p}"), Duration::from_secs(15), |l| {
+            l.contains("tailing") && l.contains(p)
+        });
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_status().is_none()
     }
@@ -204,6 +234,18 @@ impl Agent {
             self.peak_rss_kib.fetch_max(kib, Ordering::SeqCst);
         }
         self.peak_rss_kib.load(Ordering::SeqCst)
+    }
+
+    /// Prints the peak RSS seen so far with `what`, and panics unless it is
+    /// below `bound_kib`; returns it.
+    pub fn assert_peak_rss_below(&self, bound_kib: u64, what: &str) -> u64 {
+        let peak = self.peak_rss_kib();
+        println!("{what}: sidekick's peak RSS {peak} KiB (bound {bound_kib} KiB)");
+        assert!(
+            peak > 0 && peak < bound_kib,
+            "{what}: sidekick's peak RSS {peak} KiB is not below the bound {bound_kib} KiB"
+        );
+        peak
     }
 
     /// SIGKILL, as a crash or the OOM killer would.

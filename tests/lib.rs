@@ -27,7 +27,8 @@ mod writer;
 
 pub use agent::{Agent, AgentConfig};
 pub use binary::sidekick_bin;
-pub use proxy::{Action, Counts, FaultProxy, Request};
+pub use process::{python, python3, Proc};
+pub use proxy::{Action, Counts, FaultProxy, Outage, Request};
 pub use receiver::Receiver;
 pub use records::{Record, SeqReport};
 pub use writer::{line_for, seq_of, spawn_writer, LogFile, WriterHandle, WriterPlan};

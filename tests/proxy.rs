@@ -207,6 +207,22 @@ impl FaultProxy {
         Self::start(upstream, save_limit, |_| Action::Forward)
     }
 
+    /// A proxy that forwards everything to `upstream` except during an
+    /// outage ([`Outage::begin`] to [`Outage::end`]), when it closes every
+    /// connection without an answer, as a central service that is down.
+    pub fn with_outage(upstream: &str) -> (Self, Outage) {
+        let outage = Outage::default();
+        let down = outage.0.clone();
+        let proxy = Self::start(upstream, 0, move |_| {
+            if down.load(Ordering::SeqCst) {
+                Action::Drop
+            } else {
+                Action::Forward
+            }
+        });
+        (proxy, outage)
+    }
+
     /// `http://127.0.0.1:PORT`, to configure as sidekick's endpoint.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -226,6 +242,22 @@ impl FaultProxy {
     /// them again, so the upstream sees their records twice.
     pub fn lost_replies(&self) -> Vec<Request> {
         lock(&self.shared.lost_replies).clone()
+    }
+}
+
+/// Switches the outage of a proxy made by [`FaultProxy::with_outage`].
+#[derive(Debug, Clone, Default)]
+pub struct Outage(Arc<AtomicBool>);
+
+impl Outage {
+    /// The service goes down: every connection is dropped from now on.
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// The service is back: requests are forwarded again.
+    pub fn end(&self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

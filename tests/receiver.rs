@@ -155,6 +155,26 @@ impl Receiver {
         self.logs()
     }
 
+    /// Every metric point of `metrics.ndjson` so far, one JSON object each
+    /// (a last line still being written is left out).
+    pub fn metric_points(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let Ok(raw) = std::fs::read(self.out.path().join("metrics.ndjson")) else {
+            return Vec::new();
+        };
+        let end = raw.iter().rposition(|&b| b == b'\n').map_or(0, |e| e + 1);
+        raw[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| match serde_json::from_slice(l) {
+                Ok(serde_json::Value::Object(m)) => m,
+                other => panic!(
+                    "metrics.ndjson line is not a JSON object ({other:?}): {}",
+                    String::from_utf8_lossy(l)
+                ),
+            })
+            .collect()
+    }
+
     fn lock_reader(&self) -> std::sync::MutexGuard<'_, LogsReader> {
         self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -12,62 +12,21 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sidekick_e2e::{
-    seq_of, spawn_writer, unix_nanos, wait_until, Action, Agent, AgentConfig, FaultProxy, Receiver,
-    Request, Scratch, SeqReport, WriterPlan,
+    seq_of, spawn_writer, unix_nanos, wait_until, Action, Agent, AgentConfig, FaultProxy, Proc,
+    Receiver, Request, Scratch, SeqReport, WriterPlan,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The application sidekick attaches to; killed when dropped.
-struct Target(Child);
-
-impl Target {
-    fn start() -> Self {
-        let child = Command::new("sleep")
-            .arg("600")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn `sleep 600` as the target");
-        Self(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The proxy's behaviour, switched while a test runs.
-const UP: u8 = 0;
-const DOWN: u8 = 1;
-const CHAOS: u8 = 2;
-
-/// A proxy in front of `receiver` that forwards while `mode` is [`UP`],
-/// drops every connection while [`DOWN`], and asks `chaos` while [`CHAOS`].
-fn switchable_proxy(
-    receiver: &Receiver,
-    mode: Arc<AtomicU8>,
-    chaos: impl Fn(&Request) -> Action + Send + Sync + 'static,
-) -> FaultProxy {
-    FaultProxy::start(receiver.endpoint(), 0, move |req| {
-        match mode.load(Ordering::SeqCst) {
-            DOWN => Action::Drop,
-            CHAOS => chaos(req),
-            _ => Action::Forward,
-        }
-    })
+/// The application sidekick attaches to.
+fn target() -> Proc {
+    Proc::spawn(Command::new("sleep").arg("600"))
 }
 
 /// `cfg` with a target, its metrics every `interval`, and the spool bound.
@@ -79,31 +38,6 @@ fn config_with_target(cfg: &AgentConfig, pid: u32, interval: &str, spool: &str) 
     )
 }
 
-fn start_agent(s: &Scratch, yaml: &str) -> Agent {
-    let path = (0..)
-        .map(|n| s.path().join(format!("faults-{n}.yaml")))
-        .find(|p| !p.exists())
-        .expect("a free config name");
-    std::fs::write(&path, yaml).expect("write the config");
-    Agent::start_args(&["run", "-c", path.to_str().expect("UTF-8 path")], s.path())
-}
-
-/// Every metric point of the receiver's `metrics.ndjson` so far.
-fn metric_points(receiver: &Receiver) -> Vec<Map<String, Value>> {
-    let Ok(raw) = std::fs::read(receiver.out_dir().join("metrics.ndjson")) else {
-        return Vec::new();
-    };
-    let end = raw.iter().rposition(|&b| b == b'\n').map_or(0, |e| e + 1);
-    raw[..end]
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| match serde_json::from_slice(l) {
-            Ok(Value::Object(m)) => m,
-            other => panic!("metrics.ndjson line is not an object: {other:?}"),
-        })
-        .collect()
-}
-
 /// The distinct sample times (ns) of the target's `process.memory.usage`,
 /// and how many points arrived more than once (same name, time and
 /// attributes).
@@ -111,7 +45,7 @@ fn samples(receiver: &Receiver) -> (Vec<u64>, u64) {
     let mut times = BTreeSet::new();
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;
-    for p in metric_points(receiver) {
+    for p in receiver.metric_points() {
         let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
         let time = p.get("time_unix_nano").and_then(Value::as_u64).unwrap_or(0);
         let attrs = p
@@ -251,10 +185,10 @@ fn spool_files(data: &Path) -> Vec<(PathBuf, u64)> {
 
 // ---------------------------------------------------------------------------
 
-/// Outage length of the long-outage case. The issue asks for 60 s; with the
-/// outputs' 30 s backoff cap, recovery can take up to 30 s more, so 45 s
-/// keeps the case under 90 s.
-const OUTAGE: Duration = Duration::from_secs(45);
+/// Outage length of the long-outage case, as the issue asks: 60 samples at
+/// `metrics.interval: 1s`. With the outputs' 30 s backoff cap, delivery can
+/// take up to 30 s more after the service is back.
+const OUTAGE: Duration = Duration::from_secs(60);
 const LINES: u64 = 100_000;
 /// Peak RSS bound of the long outage: queue (16 × 256 KiB reads) + 4
 /// batches in flight (8192 lines each, with their encoded and compressed
@@ -265,14 +199,16 @@ const OUTAGE_RSS_BOUND_KIB: u64 = 64 * 1024;
 fn long_outage_loses_no_line_and_no_sample() {
     let s = Scratch::new();
     let receiver = Receiver::start();
-    let mode = Arc::new(AtomicU8::new(UP));
-    let proxy = switchable_proxy(&receiver, mode.clone(), |_| Action::Forward);
-    let target = Target::start();
+    let (proxy, outage) = FaultProxy::with_outage(receiver.endpoint());
+    let target = target();
     let log = s.log("app.log");
     std::fs::write(&log, b"").expect("create the log");
     let mut cfg = AgentConfig::new(&s.data, &[&s.log_glob()], &proxy.endpoint());
     cfg.start_at = "beginning";
-    let mut agent = start_agent(&s, &config_with_target(&cfg, target.pid(), "1s", "64MiB"));
+    let mut agent = Agent::start_yaml(
+        &config_with_target(&cfg, target.pid(), "1s", "64MiB"),
+        s.path(),
+    );
     wait_until(
         Duration::from_secs(15),
         "a first sample at the receiver",
@@ -280,11 +216,11 @@ fn long_outage_loses_no_line_and_no_sample() {
         || agent.stderr(),
     );
 
-    mode.store(DOWN, Ordering::SeqCst);
+    outage.begin();
     // The target's start event may have arrived already.
     let before_outage = receiver.count();
     let down_at = unix_nanos();
-    let outage = Instant::now();
+    let down_since = Instant::now();
     let writer = spawn_writer(WriterPlan {
         files: vec![log.clone()],
         start_seq: 0,
@@ -295,18 +231,18 @@ fn long_outage_loses_no_line_and_no_sample() {
         pause: OUTAGE * 3 / 5 / 400,
     });
     writer.join();
-    std::thread::sleep(OUTAGE.saturating_sub(outage.elapsed()));
+    std::thread::sleep(OUTAGE.saturating_sub(down_since.elapsed()));
     let arrived_while_down = receiver.count() - before_outage;
     let up_at = unix_nanos();
-    mode.store(UP, Ordering::SeqCst);
+    outage.end();
     let recovery = Instant::now();
 
     // Batches retried through the outage wait up to the outputs' 30 s
-    // backoff cap before their next attempt.
+    // backoff cap before their next attempt, then the backlog drains.
     let second = Duration::from_secs(1);
     let slack = Duration::from_millis(1500);
     wait_until(
-        Duration::from_secs(40),
+        Duration::from_secs(45),
         "every line and every sample of the outage at the receiver",
         || {
             receiver.count() >= LINES as usize
@@ -322,7 +258,6 @@ fn long_outage_loses_no_line_and_no_sample() {
     );
     let took = recovery.elapsed();
     let records = receiver.settle(Duration::from_millis(500), Duration::from_secs(10));
-    let peak = agent.peak_rss_kib();
     let counts = proxy.counts();
     agent.term(Duration::from_secs(15));
 
@@ -336,13 +271,11 @@ fn long_outage_loses_no_line_and_no_sample() {
     println!(
         "long outage: {:?} down, {LINES} lines written meanwhile ({} arrived while down), \
          all arrived {:.1} s after recovery; {} samples taken during the outage, all arrived \
-         ({dup_points} points twice); proxy {counts:?}; peak RSS {} KiB (bound {} KiB)",
+         ({dup_points} points twice); proxy {counts:?}",
         OUTAGE,
         arrived_while_down,
         took.as_secs_f64(),
         during.len(),
-        peak,
-        OUTAGE_RSS_BOUND_KIB
     );
     assert_eq!(arrived_while_down, 0, "nothing gets through while down");
     report.assert_exactly_once();
@@ -353,10 +286,7 @@ fn long_outage_loses_no_line_and_no_sample() {
         "one sample a second over a {expected} s outage, got {}",
         during.len()
     );
-    assert!(
-        peak > 0 && peak < OUTAGE_RSS_BOUND_KIB,
-        "peak RSS {peak} KiB over the bound {OUTAGE_RSS_BOUND_KIB} KiB"
-    );
+    agent.assert_peak_rss_below(OUTAGE_RSS_BOUND_KIB, "long outage");
 }
 
 /// A small deterministic generator (xorshift64*), so that a failing mix can
@@ -380,27 +310,36 @@ fn random_errors_lose_nothing_and_duplicate_only_lost_replies() {
     println!("mix seed {seed}");
     let s = Scratch::new();
     let receiver = Receiver::start();
-    let mode = Arc::new(AtomicU8::new(CHAOS));
+    let calm = Arc::new(AtomicBool::new(false));
     let rng = Mutex::new(Rng(seed));
-    let proxy = switchable_proxy(&receiver, mode.clone(), move |_| {
-        let roll = rng.lock().unwrap_or_else(|p| p.into_inner()).next() % 100;
-        match roll {
-            0..=49 => Action::Forward,
-            50..=59 => Action::retry_after(429, 1),
-            60..=69 => Action::status(500),
-            70..=79 => Action::status(503),
-            80..=89 => Action::Drop,
-            _ => Action::ForwardThenDrop,
+    let proxy = FaultProxy::start(receiver.endpoint(), 0, {
+        let calm = calm.clone();
+        move |_| {
+            if calm.load(Ordering::SeqCst) {
+                return Action::Forward;
+            }
+            let roll = rng.lock().unwrap_or_else(|p| p.into_inner()).next() % 100;
+            match roll {
+                0..=49 => Action::Forward,
+                50..=59 => Action::retry_after(429, 1),
+                60..=69 => Action::status(500),
+                70..=79 => Action::status(503),
+                80..=89 => Action::Drop,
+                _ => Action::ForwardThenDrop,
+            }
         }
     });
-    let target = Target::start();
+    let target = target();
     let log = s.log("app.log");
     std::fs::write(&log, b"").expect("create the log");
     let mut cfg = AgentConfig::new(&s.data, &[&s.log_glob()], &proxy.endpoint());
     cfg.start_at = "beginning";
     cfg.max_records = 1000;
     let started = unix_nanos();
-    let mut agent = start_agent(&s, &config_with_target(&cfg, target.pid(), "1s", "64MiB"));
+    let mut agent = Agent::start_yaml(
+        &config_with_target(&cfg, target.pid(), "1s", "64MiB"),
+        s.path(),
+    );
     let writer = spawn_writer(WriterPlan {
         files: vec![log.clone()],
         start_seq: 0,
@@ -412,7 +351,7 @@ fn random_errors_lose_nothing_and_duplicate_only_lost_replies() {
     std::thread::sleep(WINDOW);
     writer.join();
     let calm_at = unix_nanos();
-    mode.store(UP, Ordering::SeqCst);
+    calm.store(true, Ordering::SeqCst);
 
     // A request that failed many times in a row waits up to the outputs'
     // 30 s backoff cap before its next attempt.
@@ -551,13 +490,13 @@ fn slow_receiver_slows_the_tailer_and_memory_stays_bounded() {
 fn kill9_with_a_spooled_backlog_sends_it_after_restart() {
     let s = Scratch::new();
     let receiver = Receiver::start();
-    let mode = Arc::new(AtomicU8::new(DOWN));
-    let proxy = switchable_proxy(&receiver, mode.clone(), |_| Action::Forward);
-    let target = Target::start();
+    let (proxy, outage) = FaultProxy::with_outage(receiver.endpoint());
+    outage.begin();
+    let target = target();
     let cfg = AgentConfig::new(&s.data, &[&s.log_glob()], &proxy.endpoint());
     let yaml = config_with_target(&cfg, target.pid(), "500ms", "64MiB");
     let started = unix_nanos();
-    let mut agent = start_agent(&s, &yaml);
+    let mut agent = Agent::start_yaml(&yaml, s.path());
     std::thread::sleep(Duration::from_secs(4));
     let spooled = spool_files(&s.data);
     assert!(
@@ -569,8 +508,8 @@ fn kill9_with_a_spooled_backlog_sends_it_after_restart() {
     agent.kill9();
     assert!(samples(&receiver).0.is_empty(), "nothing got through");
 
-    mode.store(UP, Ordering::SeqCst);
-    let _agent = start_agent(&s, &yaml);
+    outage.end();
+    let _agent = Agent::start_yaml(&yaml, s.path());
     wait_until(
         Duration::from_secs(20),
         "the samples of the killed run at the receiver",
@@ -650,15 +589,15 @@ fn full_data_dir_is_reported_and_no_line_is_lost() {
         return;
     };
     let receiver = Receiver::start();
-    let target = Target::start();
+    let target = target();
     let log = s.log("app.log");
     std::fs::write(&log, b"").expect("create the log");
     let mut cfg = AgentConfig::new(&s.data, &[&s.log_glob()], receiver.endpoint());
     cfg.start_at = "beginning";
     let started = unix_nanos();
-    let mut agent = start_agent(
-        &s,
+    let mut agent = Agent::start_yaml(
         &config_with_target(&cfg, target.pid(), "500ms", "64MiB"),
+        s.path(),
     );
     let cpu_before = cpu_ticks(agent.pid());
     let writer = spawn_writer(WriterPlan {

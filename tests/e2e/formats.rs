@@ -32,33 +32,6 @@ fn config(s: &Scratch, receiver: &Receiver) -> AgentConfig {
     cfg
 }
 
-/// Starts `sidekick run` with `cfg` plus per-source keys (`format`,
-/// `multiline`) the harness's `AgentConfig` does not have.
-fn start_agent(cfg: &AgentConfig, extra: &[(&str, &str)], dir: &Path) -> Agent {
-    let yaml = cfg.to_yaml();
-    let anchor = format!("    scan_interval: {}\n", cfg.scan_interval);
-    assert!(yaml.contains(&anchor), "unexpected config layout:\n{yaml}");
-    let mut with = anchor.clone();
-    for (k, v) in extra {
-        with.push_str(&format!("    {k}: {v}\n"));
-    }
-    let yaml = yaml.replacen(&anchor, &with, 1);
-    let path = (0..)
-        .map(|n| dir.join(format!("formats-{n}.yaml")))
-        .find(|p| !p.exists())
-        .expect("a free config name");
-    std::fs::write(&path, yaml).expect("write the config");
-    Agent::start_args(&["run", "-c", path.to_str().expect("UTF-8 path")], dir)
-}
-
-/// Waits until the agent logs that it tails `path`.
-fn wait_tailing(agent: &Agent, path: &Path) {
-    let p = path.to_str().expect("UTF-8 path").to_owned();
-    agent.wait_for_stderr_line(&format!("`tailing` {p}"), Duration::from_secs(15), |l| {
-        l.contains("tailing") && l.contains(&p)
-    });
-}
-
 /// Appends `text` to `path` in one write, and flushes it.
 fn append(path: &Path, text: &str) {
     let mut f = OpenOptions::new()
@@ -163,8 +136,11 @@ fn cri_partial_lines_are_joined_per_stream() {
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
     append(&path, &cri(123_456_789, "stdout", "F", "starting server"));
-    let mut agent = start_agent(&config(&s, &receiver), &[("format", "cri")], s.path());
-    wait_tailing(&agent, &path);
+    let mut agent = Agent::start(
+        &config(&s, &receiver).with_log_options(&[("format", "cri")]),
+        s.path(),
+    );
+    agent.wait_tailing(&path);
 
     let long = long_text(3, 40_000);
     let (p1, p2, p3) = (&long[..16_384], &long[16_384..32_768], &long[32_768..]);
@@ -245,18 +221,17 @@ fn cri_partials_are_joined_before_multiline_rules() {
     let path = s.log("java.log");
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
-    let mut agent = start_agent(
-        &config(&s, &receiver),
-        &[
+    let mut agent = Agent::start(
+        &config(&s, &receiver).with_log_options(&[
             ("format", "cri"),
             (
                 "multiline",
                 r"{start_pattern: '^\d{4}-\d{2}-\d{2}', timeout: 500ms}",
             ),
-        ],
+        ]),
         s.path(),
     );
-    wait_tailing(&agent, &path);
+    agent.wait_tailing(&path);
     let lines = [
         cri(
             1,
@@ -344,18 +319,14 @@ fn docker_json_file_partials_and_python_traceback() {
     let path = s.log("container-json.log");
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
-    let mut agent = start_agent(
-        &config(&s, &receiver),
-        &[
+    let mut agent = Agent::start(&config(&s, &receiver).with_log_options(&[
             ("format", "docker"),
             (
                 "multiline",
                 r"{continue_pattern: '^(\s|Traceback \(most recent call last\):|\S+(Error|Exception): )', timeout: 500ms}",
             ),
-        ],
-        s.path(),
-    );
-    wait_tailing(&agent, &path);
+        ]), s.path());
+    agent.wait_tailing(&path);
     let long = long_text(7, 40_000);
     let mut text = String::new();
     text += &docker("2024-01-15 10:00:00,000 INFO worker started\n", "stderr", 1);
@@ -441,8 +412,11 @@ fn json_lines_promote_time_and_severity() {
     let path = s.log("app.json.log");
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
-    let mut agent = start_agent(&config(&s, &receiver), &[("format", "json")], s.path());
-    wait_tailing(&agent, &path);
+    let mut agent = Agent::start(
+        &config(&s, &receiver).with_log_options(&[("format", "json")]),
+        s.path(),
+    );
+    agent.wait_tailing(&path);
     let lines = [
         r#"{"time":"2024-01-15T10:00:00.5Z","level":"info","msg":"started"}"#,
         r#"{"ts":1705312801250,"severity":"WARN","msg":"slow request","ms":1200}"#,
@@ -501,15 +475,14 @@ fn pending_multiline_record_is_shipped_after_its_timeout() {
     let path = s.log("app.log");
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
-    let mut agent = start_agent(
-        &config(&s, &receiver),
-        &[(
+    let mut agent = Agent::start(
+        &config(&s, &receiver).with_log_options(&[(
             "multiline",
             r"{start_pattern: '^\d{4}-\d{2}-\d{2} ', timeout: 500ms}",
-        )],
+        )]),
         s.path(),
     );
-    wait_tailing(&agent, &path);
+    agent.wait_tailing(&path);
     let first = "2024-01-15 10:00:00.000 INFO ready";
     append(&path, &format!("{first}\n{TRACE}\n"));
     let written = Instant::now();
@@ -535,15 +508,14 @@ fn pending_multiline_record_is_shipped_on_sigterm() {
     let path = s.log("app.log");
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
-    let mut agent = start_agent(
-        &config(&s, &receiver),
-        &[(
+    let mut agent = Agent::start(
+        &config(&s, &receiver).with_log_options(&[(
             "multiline",
             r"{start_pattern: '^\d{4}-\d{2}-\d{2} ', timeout: 60s}",
-        )],
+        )]),
         s.path(),
     );
-    wait_tailing(&agent, &path);
+    agent.wait_tailing(&path);
     let first = "2024-01-15 10:00:00.000 INFO ready";
     // One write: once `first` arrives, the trace has been read too.
     append(&path, &format!("{first}\n{TRACE}\n"));
@@ -577,7 +549,10 @@ fn auto_detects_each_files_format() {
         "{\"time\":\"2024-01-15T10:00:07Z\",\"level\":\"warn\",\"msg\":\"w\"}\n",
     );
     append(&raw_path, "plain text line\n{\"level\":\"error\"}\n");
-    let mut agent = start_agent(&config(&s, &receiver), &[("format", "auto")], s.path());
+    let mut agent = Agent::start(
+        &config(&s, &receiver).with_log_options(&[("format", "auto")]),
+        s.path(),
+    );
     receiver.wait_for_logs(4, Duration::from_secs(20));
     // More lines after detection keep each file's format.
     append(&cri_path, &cri(8, "stdout", "F", "second"));
@@ -663,13 +638,12 @@ fn kill9_with_a_pending_record_loses_nothing() {
     let path = s.log("app.log");
     // Created first: the agent is ready once it says it tails it.
     append(&path, "");
-    let cfg = config(&s, &receiver);
-    let extra = [(
+    let cfg = config(&s, &receiver).with_log_options(&[(
         "multiline",
         r"{start_pattern: '^\d{4}-\d{2}-\d{2} ', timeout: 60s}",
-    )];
-    let mut agent = start_agent(&cfg, &extra, s.path());
-    wait_tailing(&agent, &path);
+    )]);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&path);
     let first = "2024-01-15 10:00:00.000 INFO ready";
     append(&path, &format!("{first}\n{TRACE}\n"));
     wait_body(&receiver, first, Duration::from_secs(10));
@@ -679,8 +653,8 @@ fn kill9_with_a_pending_record_loses_nothing() {
     agent.kill9();
     assert_eq!(bodies(&receiver.logs()), vec![first], "before the crash");
 
-    let mut agent = start_agent(&cfg, &extra, s.path());
-    wait_tailing(&agent, &path);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&path);
     let next = "2024-01-15 10:00:02.000 INFO next";
     append(&path, &format!("{next}\n"));
     wait_body(&receiver, TRACE, Duration::from_secs(15));

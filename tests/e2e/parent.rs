@@ -9,11 +9,13 @@
 //! state.
 
 use serde_json::{Map, Value};
-use sidekick_e2e::{seq_of, serial, unix_nanos, wait_until, Agent, Receiver, Record, Scratch};
+use sidekick_e2e::{
+    python, python3, seq_of, serial, unix_nanos, wait_until, Agent, Proc, Receiver, Record, Scratch,
+};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -21,83 +23,6 @@ const MIB: u64 = 1024 * 1024;
 // ---------------------------------------------------------------------------
 // Helpers (small additions to the harness, kept here)
 // ---------------------------------------------------------------------------
-
-/// A child process of the test (the target), killed with SIGKILL and reaped
-/// when dropped, so a failing test leaks nothing.
-struct Proc {
-    child: Child,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // Not the test runner's stderr, which CI may send to a file
-            // (zero-config attach would tail it).
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Self {
-            child,
-            status: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The exit status if it has exited (reaped then).
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("waitpid on a target");
-        }
-        self.status
-    }
-
-    /// SIGKILL and reap at once (as the target's parent would in
-    /// production), like `kill -9`.
-    fn kill9(&mut self) -> ExitStatus {
-        if let Some(s) = self.try_status() {
-            return s;
-        }
-        let _ = self.child.kill();
-        let s = self.child.wait().expect("waitpid after SIGKILL");
-        self.status = Some(s);
-        s
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// The real interpreter behind `python3` (which may be a wrapper script,
-/// as pyenv's shims are: the target's PID would run bash first, then exec
-/// the interpreter, and sidekick could see either).
-fn python3() -> &'static Path {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("python3 runs");
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "python3's sys.executable: {path:?}");
-        path
-    })
-}
-
-/// `python3 -c CODE ARGS...`.
-fn python(code: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(python3());
-    c.arg("-c").arg(code).args(args);
-    c
-}
 
 /// What a test's config says beyond the common parts.
 #[derive(Default)]
@@ -216,29 +141,6 @@ fn wait_for_event(
     found.expect("found")
 }
 
-/// Every metric point of the receiver's `metrics.ndjson` so far (a last
-/// line still being written is left out).
-fn metric_points(receiver: &Receiver) -> Vec<Map<String, Value>> {
-    let Ok(raw) = std::fs::read(receiver.out_dir().join("metrics.ndjson")) else {
-        return Vec::new();
-    };
-    let complete = match raw.iter().rposition(|&b| b == b'\n') {
-        Some(end) => &raw[..=end],
-        None => return Vec::new(),
-    };
-    complete
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| match serde_json::from_slice(l) {
-            Ok(Value::Object(m)) => m,
-            other => panic!(
-                "metrics.ndjson line is not a JSON object ({other:?}): {}",
-                String::from_utf8_lossy(l)
-            ),
-        })
-        .collect()
-}
-
 fn p_name(p: &Map<String, Value>) -> &str {
     p.get("name").and_then(Value::as_str).unwrap_or_default()
 }
@@ -263,11 +165,15 @@ fn p_resource<'a>(p: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 /// The names of the metrics seen so far, for failure messages.
 fn metric_names(receiver: &Receiver) -> String {
-    let names: BTreeSet<String> = metric_points(receiver)
+    let names: BTreeSet<String> = receiver
+        .metric_points()
         .iter()
         .map(|p| p_name(p).to_owned())
         .collect();
-    format!("{} points; names: {names:?}", metric_points(receiver).len())
+    format!(
+        "{} points; names: {names:?}",
+        receiver.metric_points().len()
+    )
 }
 
 /// Clock ticks per second, as `getconf CLK_TCK` says.
@@ -402,7 +308,7 @@ fn cpu_time_and_rss_agree_with_proc() {
         Duration::from_secs(10),
         "process.cpu.time (user and system) and process.memory.usage sampled after the test read /proc",
         || {
-            let points = metric_points(&receiver);
+            let points = receiver.metric_points();
             let Some(t) = points
                 .iter()
                 .filter(|p| p_name(p) == "process.cpu.time" && p_time(p) >= read_at)
@@ -699,7 +605,8 @@ fn resource_names_the_target_on_its_metrics_and_logs() {
         Duration::from_secs(15),
         "a process.memory.usage point and a line of the target's log",
         || {
-            let mem = metric_points(&receiver)
+            let mem = receiver
+                .metric_points()
                 .into_iter()
                 .find(|p| p_name(p) == "process.memory.usage");
             let line = receiver
@@ -802,7 +709,8 @@ fn process_name_follows_a_restart_under_a_new_pid() {
         Duration::from_secs(15),
         "process.uptime ≥ 1.5 s of the first instance",
         || {
-            metric_points(&receiver)
+            receiver
+                .metric_points()
                 .iter()
                 .any(|p| p_name(p) == "process.uptime" && p_f64(p) >= 1.5)
         },
@@ -847,7 +755,7 @@ fn process_name_follows_a_restart_under_a_new_pid() {
         Duration::from_secs(10),
         "process.uptime and process.memory.usage ≥ 60 MiB of the new instance",
         || {
-            let points = metric_points(&receiver);
+            let points = receiver.metric_points();
             let newer = |name: &str| {
                 points
                     .iter()
@@ -1054,19 +962,7 @@ fn cgroup_oom_kill_is_reported() {
     });
     std::fs::write(&go, "go").expect("write the go file");
     let status = child
-        .try_status()
-        .or_else(|| {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(s) = child.try_status() {
-                    return Some(s);
-                }
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
+        .wait(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("the target was not OOM-killed within 30 s"));
     eprintln!("the target ended: {status:?}");
     use std::os::unix::process::ExitStatusExt as _;

@@ -37,33 +37,6 @@ fn config(s: &Scratch, include: &[&Path], receiver: &Receiver) -> AgentConfig {
     cfg
 }
 
-/// Starts `sidekick run` with `cfg` plus per-source keys the harness's
-/// `AgentConfig` does not have (`max_line_bytes`, `max_open_files`, ...).
-fn start_agent(cfg: &AgentConfig, extra: &[(&str, &str)], dir: &Path) -> Agent {
-    let mut yaml = cfg.to_yaml();
-    let anchor = format!("    scan_interval: {}\n", cfg.scan_interval);
-    assert!(yaml.contains(&anchor), "unexpected config layout:\n{yaml}");
-    let mut with = anchor.clone();
-    for (k, v) in extra {
-        with.push_str(&format!("    {k}: {v}\n"));
-    }
-    yaml = yaml.replacen(&anchor, &with, 1);
-    let path = (0..)
-        .map(|n| dir.join(format!("tailing-{n}.yaml")))
-        .find(|p| !p.exists())
-        .expect("a free config name");
-    std::fs::write(&path, yaml).expect("write the config");
-    Agent::start_args(&["run", "-c", path.to_str().expect("UTF-8 path")], dir)
-}
-
-/// Waits until the agent logs that it tails `path`.
-fn wait_tailing(agent: &Agent, path: &Path) {
-    let p = path.to_str().expect("UTF-8 path").to_owned();
-    agent.wait_for_stderr_line(&format!("`tailing` {p}"), Duration::from_secs(15), |l| {
-        l.contains("tailing") && l.contains(&p)
-    });
-}
-
 /// Appends the lines `seqs` (tagged `tag`) to `file` in one write.
 fn append(file: &mut File, seqs: Range<u64>, tag: &str, len: usize) {
     let mut buf = String::with_capacity((seqs.end - seqs.start) as usize * (len + 1));
@@ -328,8 +301,8 @@ fn rename_rotation_under_load(rotate: Rotate) {
     // `app.log` only: the rotated names match no glob, so only following
     // the renamed file can save its last lines.
     let cfg = config(&s, &[&app], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &app);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&app);
 
     let started = Instant::now();
     let total = write_rotating(&app, ROTATION_LOAD, rotate, |_| {});
@@ -380,7 +353,7 @@ fn rotated_and_deleted_files_are_read_to_their_end_and_released() {
     let mut f = open_append(&app);
     append(&mut f, 0..100, "first", LINE_LEN);
     let cfg = config(&s, &[&app], &receiver);
-    let agent = start_agent(&cfg, &[], s.path());
+    let agent = Agent::start(&cfg, s.path());
     receiver.wait_for_logs(100, Duration::from_secs(15));
 
     {
@@ -443,8 +416,8 @@ fn copytruncate_by_the_writer_under_load_delivers_every_line_exactly_once() {
     let app = s.log("app.log");
     File::create(&app).expect("create app.log");
     let cfg = config(&s, &[&app], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &app);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&app);
 
     let mut catch_up = Duration::ZERO;
     let total = write_rotating(&app, ROTATION_LOAD, Rotate::CopyTruncate, |ev| {
@@ -490,8 +463,8 @@ fn copytruncate_racing_the_writer_loses_only_what_copytruncate_loses() {
     let app = s.log("app.log");
     File::create(&app).expect("create app.log");
     let cfg = config(&s, &[&app], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &app);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&app);
 
     let load = ROTATION_LOAD;
     let copies: Vec<PathBuf> = (1..=load.rotations)
@@ -602,7 +575,7 @@ fn copytruncate_followed_by_a_larger_write_is_still_detected() {
     let mut f = open_append(&app);
     append(&mut f, 0..1000, "first", LINE_LEN);
     let cfg = config(&s, &[&app], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
+    let mut agent = Agent::start(&cfg, s.path());
     receiver.wait_for_logs(1000, Duration::from_secs(15));
     {
         let _frozen = Frozen::new(&agent);
@@ -637,8 +610,8 @@ fn kill_9_during_rotation_then_restart_loses_nothing() {
     let mut cfg = config(&s, &[&app], &receiver);
     cfg.max_records = 500;
     cfg.max_in_flight = 2;
-    let mut agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &app);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&app);
     let load = Load {
         rotations: 8,
         ..ROTATION_LOAD
@@ -663,12 +636,12 @@ fn kill_9_during_rotation_then_restart_loses_nothing() {
                     stderrs.push(agent.stderr());
                     let _ = go_tx.send(());
                     std::thread::sleep(Duration::from_millis(1300));
-                    agent = start_agent(&cfg, &[], s.path());
+                    agent = Agent::start(&cfg, s.path());
                 }
                 5 => {
                     agent.kill9();
                     stderrs.push(agent.stderr());
-                    agent = start_agent(&cfg, &[], s.path());
+                    agent = Agent::start(&cfg, s.path());
                     let _ = go_tx.send(());
                 }
                 _ => {
@@ -785,7 +758,7 @@ fn inode_reused_while_running_is_read_from_its_start() {
     append(&mut f, 0..50, "old", 200);
     drop(f);
     let cfg = config(&s, &[&app], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
+    let mut agent = Agent::start(&cfg, s.path());
     receiver.wait_for_logs(50, Duration::from_secs(15));
     let pid = agent.pid();
     // 50 long lines, then 5 (shorter than the old offset), then 200 (longer).
@@ -826,8 +799,8 @@ fn inode_reused_while_stopped(start_at: &'static str) {
     File::create(&app).expect("create app.log");
     let mut cfg = config(&s, &[&app], &receiver);
     cfg.start_at = start_at;
-    let mut agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &app);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&app);
     let mut f = open_append(&app);
     append(&mut f, 0..50, "old", 200);
     drop(f);
@@ -843,7 +816,7 @@ fn inode_reused_while_stopped(start_at: &'static str) {
         }
         eprintln!("app.log recreated with inode {ino} while stopped, {what} than before");
         next += n;
-        agent = start_agent(&cfg, &[], s.path());
+        agent = Agent::start(&cfg, s.path());
         let records = collect(&receiver, next as usize, Duration::from_secs(10));
         let report = SeqReport::new(
             format!("app.log after the restart ({what} file, start_at: {start_at})"),
@@ -887,7 +860,8 @@ fn thousand_files(measure_idle_cpu: bool) {
     const FILES: usize = 1000;
     const MAX_OPEN: usize = 2000;
     let max_open = MAX_OPEN.to_string();
-    let mut agent = start_agent(&cfg, &[("max_open_files", &max_open)], s.path());
+    let cfg = cfg.with_log_options(&[("max_open_files", &max_open)]);
+    let mut agent = Agent::start(&cfg, s.path());
     let pid = agent.pid();
     // The first scan (of an empty directory) is done within a scan interval.
     std::thread::sleep(Duration::from_millis(600));
@@ -1014,9 +988,10 @@ fn a_50_mib_line_is_cut_to_max_line_bytes() {
     let receiver = Receiver::start();
     let huge = s.log("huge.log");
     File::create(&huge).expect("create huge.log");
-    let cfg = config(&s, &[&s.log_glob()], &receiver);
-    let agent = start_agent(&cfg, &[("max_line_bytes", "1MiB")], s.path());
-    wait_tailing(&agent, &huge);
+    let cfg =
+        config(&s, &[&s.log_glob()], &receiver).with_log_options(&[("max_line_bytes", "1MiB")]);
+    let agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&huge);
     let mut f = open_append(&huge);
     append(&mut f, 0..1, "before", LINE_LEN);
     f.write_all(line_for(1, "huge", 0).as_bytes())
@@ -1067,9 +1042,10 @@ fn nul_bytes_and_lines_at_max_line_bytes() {
     let exact = s.log("exact.log");
     File::create(&nul).expect("create");
     File::create(&exact).expect("create");
-    let cfg = config(&s, &[&s.log_glob()], &receiver);
-    let mut agent = start_agent(&cfg, &[("max_line_bytes", "1MiB")], s.path());
-    wait_tailing(&agent, &nul);
+    let cfg =
+        config(&s, &[&s.log_glob()], &receiver).with_log_options(&[("max_line_bytes", "1MiB")]);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&nul);
     let mut f = open_append(&nul);
     f.write_all(&vec![0u8; MIB + 1]).expect("write NULs");
     // Let the agent read the NULs while no newline has come yet.
@@ -1127,8 +1103,8 @@ fn invalid_utf8_lines_arrive_as_bytes() {
     let bad = s.log("bad.log");
     File::create(&bad).expect("create");
     let cfg = config(&s, &[&s.log_glob()], &receiver);
-    let agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &bad);
+    let agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&bad);
     const N: u64 = 200;
     let mut buf = Vec::new();
     for seq in 0..N {
@@ -1181,7 +1157,7 @@ fn a_file_deleted_mid_read() {
     drop(f);
     File::create(&other).expect("create");
     let cfg = config(&s, &[&s.log_glob()], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
+    let mut agent = Agent::start(&cfg, s.path());
     receiver.wait_for_logs(1, Duration::from_secs(15));
     std::fs::remove_file(&big).expect("delete big.log");
     let at_delete = receiver.count();
@@ -1219,8 +1195,8 @@ fn an_unreadable_file_is_reported_once_and_the_rest_goes_on() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
     File::create(&ok).expect("create");
     let cfg = config(&s, &[&s.log_glob()], &receiver);
-    let mut agent = start_agent(&cfg, &[], s.path());
-    wait_tailing(&agent, &ok);
+    let mut agent = Agent::start(&cfg, s.path());
+    agent.wait_tailing(&ok);
     append(&mut open_append(&ok), 0..100, "ok", LINE_LEN);
     let records = collect(&receiver, 100, Duration::from_secs(15));
     // A few more scans, to see that the warning is not repeated.
