@@ -6,16 +6,13 @@
 
 use serde_json::Value;
 use sidekick_e2e::{
-    serial, sidekick_bin, wait_until, Action, Agent, AgentConfig, FaultProxy, LogFile, Receiver,
-    Scratch,
+    serial, sidekick_bin, wait_until, Agent, AgentConfig, FaultProxy, LogFile, Receiver, Scratch,
 };
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PARSER: &str = r#"
@@ -388,17 +385,7 @@ fn readyz_fails_only_after_the_retry_budget_and_recovers() {
     let _serial = serial();
     let scratch = Scratch::new();
     let receiver = Receiver::start();
-    let down = Arc::new(AtomicBool::new(false));
-    let proxy = {
-        let down = down.clone();
-        FaultProxy::start(receiver.endpoint(), 0, move |_| {
-            if down.load(Ordering::SeqCst) {
-                Action::Drop
-            } else {
-                Action::Forward
-            }
-        })
-    };
+    let (proxy, outage) = FaultProxy::with_outage(receiver.endpoint());
     let mut cfg = AgentConfig::new(&scratch.data, &[&scratch.log_glob()], &proxy.endpoint());
     cfg.start_at = "beginning";
     // A retry budget of three request timeouts: 1.5 s.
@@ -411,7 +398,7 @@ fn readyz_fails_only_after_the_retry_budget_and_recovers() {
     receiver.wait_for_logs(10, Duration::from_secs(30));
     assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_owned()));
 
-    down.store(true, Ordering::SeqCst);
+    outage.begin();
     let t0 = Instant::now();
     log.append(10..20, 80);
     let ready = RefCell::new((0, String::new()));
@@ -448,7 +435,7 @@ fn readyz_fails_only_after_the_retry_budget_and_recovers() {
     assert_eq!(st.status.code(), Some(3), "{table}");
     assert!(row(&table, "state").contains("NOT READY"), "{table}");
 
-    down.store(false, Ordering::SeqCst);
+    outage.end();
     wait_until(
         Duration::from_secs(45),
         "/readyz back to 200 once the receiver is back",
