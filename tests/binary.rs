@@ -44,6 +44,28 @@ fn find_or_build() -> PathBuf {
             cmd.args(["--profile", other]);
         }
     }
+    // `cargo test` gives the test process the variables of the test's own
+    // package (CARGO_MANIFEST_DIR, CARGO_PKG_*...). Passed on, they differ
+    // from a plain `cargo build` and dirty build scripts that watch them
+    // (ring's watches CARGO_MANIFEST_DIR): a minute of rebuilding TLS and
+    // everything above it for a binary that was fresh.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key == "OUT_DIR"
+            || key == "CARGO_MANIFEST_DIR"
+            || key == "CARGO_MANIFEST_PATH"
+            || key == "CARGO_MANIFEST_LINKS"
+            || key == "CARGO_CRATE_NAME"
+            || key == "CARGO_BIN_NAME"
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key == "CARGO_TARGET_TMPDIR"
+            || key == "CARGO_RUSTC_CURRENT_DIR"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+        {
+            cmd.env_remove(key);
+        }
+    }
     // The target directory the test was built in, whatever set it
     // (CARGO_TARGET_DIR, a config file, the default).
     if let Some(target) = profile_dir.parent() {
