@@ -102,7 +102,8 @@ impl Reloader {
             let _ = self.tail_wake.send(Wake::AddSource(spec));
         }
         self.next_id = next_id;
-        for id in &removed {
+        for (source, id) in self.sources.iter().filter(|(_, id)| removed.contains(id)) {
+            tracing::info!(include = ?source.include, "log source removed");
             let _ = self.tail_wake.send(Wake::RemoveSource(*id));
         }
         self.sources.retain(|(_, id)| !removed.contains(id));
