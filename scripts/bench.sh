@@ -5,10 +5,15 @@
 # (flate2 zlib-rs level 1 and the zstd crate level 1 alone, same bytes,
 # batch-sized chunks, one thread), sidekick's own encode+compress without I/O,
 # `gzip -1`, `zstd -1 -T1` and `cat`, and the peers that are installed.
-# Prints the table (medians over RUNS rounds, each value also per round) and
+# Then, per round, the phases of scripts/bench_phases.py against a receiver
+# that decodes every request: latency at a steady 1,000 lines/s (line
+# written -> acknowledged), and idle CPU/RSS with one file, with 1,000 files,
+# and with one file plus a target whose metrics are sampled every 10 s.
+# Prints the tables (medians over RUNS rounds, each value also per round) and
 # the machine.
 #
 # usage: scripts/bench.sh            (from anywhere; builds release binaries)
+#        ONLY=latency scripts/bench.sh     one part alone (see ONLY below)
 #
 # environment (defaults):
 #   SIZE=1G            generated log size (gen.py); the file is made once
@@ -18,6 +23,12 @@
 #   HARNESS=/tmp/sidekick-bench-harness   where ../shared/bench is copied to
 #   DATA_DIR=/tmp/bench/data  OUT_DIR=/tmp/bench/runs-<stamp>
 #   SKIP_BUILD=1       use the binaries already in target/release
+#   SIDEKICK_BIN=target/release/sidekick   the binary measured
+#   ONLY=all           all | bulk | phases | a comma list of
+#                      bulk,latency,idle,idle1000,idlemetrics
+#   RATE=1000 LAT_SECS=30   steady rate and length of the latency phase
+#   PHASE_IDLE_SECS=30      idle measurement of each idle phase
+#   IDLE_FILES=1000         files of the idle1000 phase
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,12 +39,22 @@ RUNS=${RUNS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 export NETNS=${NETNS-benchns}
 export DATA_DIR=${DATA_DIR:-/tmp/bench/data}
+ONLY=${ONLY:-all}
+RATE=${RATE:-1000}
+LAT_SECS=${LAT_SECS:-30}
+PHASE_IDLE_SECS=${PHASE_IDLE_SECS:-30}
+IDLE_FILES=${IDLE_FILES:-1000}
 STAMP=$(date +%Y%m%d-%H%M%S)
 export OUT_DIR=${OUT_DIR:-/tmp/bench/runs-$STAMP}
 FILE=$DATA_DIR/app-$SIZE.log
 mkdir -p "$OUT_DIR" "$DATA_DIR"
 
 log() { printf '[bench.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+want() { # is part $1 selected by ONLY?
+    [[ $ONLY == all || ,$ONLY, == *,$1,* ]] || [[ $ONLY == phases && $1 != bulk ]]
+}
+PHASES=
+for ph in latency idle idle1000 idlemetrics; do want $ph && PHASES+=${PHASES:+,}$ph; done
 
 # ---------------------------------------------------------------- machine
 {
@@ -52,11 +73,18 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     log "building release binaries"
     (cd "$ROOT" && cargo build --release -p sidekick -p sidekick-outputs --bin sidekick --example compress_floor)
 fi
-SIDEKICK_BIN=$ROOT/target/release/sidekick
+SIDEKICK_BIN=${SIDEKICK_BIN:-$ROOT/target/release/sidekick}
 FLOOR_BIN=$ROOT/target/release/examples/compress_floor
-[[ -x $SIDEKICK_BIN && -x $FLOOR_BIN ]] || { log "missing $SIDEKICK_BIN or $FLOOR_BIN"; exit 1; }
+[[ -x $SIDEKICK_BIN ]] || { log "missing $SIDEKICK_BIN"; exit 1; }
+if want bulk && [[ ! -x $FLOOR_BIN ]]; then log "missing $FLOOR_BIN"; exit 1; fi
 export SIDEKICK_BIN
+echo "binary:  $SIDEKICK_BIN ($(stat -c '%s bytes, %y' "$SIDEKICK_BIN" | cut -d. -f1))" >> "$OUT_DIR/machine.txt"
+if [[ -n $PHASES && -n $NETNS ]]; then
+    ip netns list | grep -qw "^$NETNS" || ip netns add "$NETNS"
+    ip netns exec "$NETNS" ip link set lo up
+fi
 
+if want bulk; then
 if [[ ! -x $HARNESS/run.sh ]]; then
     [[ -d $SHARED ]] || { log "no benchmark harness at $SHARED (set SHARED=)"; exit 1; }
     log "copying $SHARED to $HARNESS"
@@ -72,12 +100,14 @@ if [[ ! -s $FILE || ! -s $FILE.lines ]]; then
 fi
 BYTES=$(stat -c %s "$FILE")
 cat "$FILE" > /dev/null # page cache
+fi
 
 # ---------------------------------------------------------------- rounds
 # Every row once per round, so that each round's ratios compare figures
 # measured minutes apart on the same (noisy, shared) machine.
 for r in $(seq "$RUNS"); do
     log "round $r/$RUNS (load $(cut -d' ' -f1 /proc/loadavg))"
+    if want bulk; then
     for c in gzip zstd; do
         idle=0
         [[ $r == 1 && $c == gzip ]] && idle=$IDLE_SECS
@@ -109,10 +139,18 @@ EOF
                 > "$OUT_DIR/$peer-r$r.out" 2>&1 || log "$peer run $r failed"
         fi
     done
+    fi
+    if [[ -n $PHASES ]]; then
+        python3 "$ROOT/scripts/bench_phases.py" --bin "$SIDEKICK_BIN" --work "$OUT_DIR/phases" \
+            --phases "$PHASES" --rate "$RATE" --lat-secs "$LAT_SECS" --idle-secs "$PHASE_IDLE_SECS" \
+            --files "$IDLE_FILES" --netns "$NETNS" --label "r$r" >> "$OUT_DIR/phases.jsonl" \
+            || log "phases of round $r failed"
+    fi
 done
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT_DIR/machine.txt"
 
 # ---------------------------------------------------------------- table
+if want bulk; then
 python3 - "$OUT_DIR" "$BYTES" "$RUNS" << 'EOF'
 import json, os, re, statistics, sys
 out, nbytes, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -183,6 +221,10 @@ print(f"CPU s/GiB ratios, per round: sidekick gzip / gzip floor = {ratio('sideki
       f"sidekick zstd / zstd floor = {ratio('sidekick-zstd', 'floor zstd')}, "
       f"sidekick gzip / `gzip -1` = {ratio('sidekick-gzip', 'gzip')}")
 EOF
+fi
+if [[ -s $OUT_DIR/phases.jsonl ]]; then
+    python3 "$ROOT/scripts/bench_phases.py" --table "$OUT_DIR/phases.jsonl"
+fi
 echo
 cat "$OUT_DIR/machine.txt"
 echo "results: $OUT_DIR"

@@ -66,8 +66,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         tracing::warn!("{warning}");
     }
 
-    // Queue: each chunk is at most one 256 KiB read; 16 of them bound what
-    // waits between the collectors and the batcher.
+    // Queue: each chunk is at most one 256 KiB read; QUEUE_CHUNKS (8) of
+    // them bound what waits between the collectors and the batcher.
     let (tx, rx) = queue::bounded(crate::config::memory::QUEUE_CHUNKS as usize);
     // Dropping this stops every collector thread at once.
     let (collectors_stop, collectors_stop_rx) = crossbeam_channel::bounded::<()>(0);

@@ -158,7 +158,7 @@ fn kill_9_and_restart_loses_nothing_and_resends_little() {
     // - in flight: max_in_flight × max_records;
     // - batched but waiting for an in-flight slot, plus the batch being
     //   filled: 2 × max_records;
-    // - the queue between tailer and batcher: 16 chunks (run.rs), plus the
+    // - the queue between tailer and batcher: 8 chunks (run.rs), plus the
     //   one being read, each one read of at most 256 KiB, i.e.
     //   256 KiB / (LINE_LEN + 1) lines;
     // - acknowledged but not yet on disk: checkpoints are written every
@@ -167,7 +167,7 @@ fn kill_9_and_restart_loses_nothing_and_resends_little() {
     // A restart that re-read the files from the start would resend at
     // least KILL_AT lines, well above this bound.
     let unacked = (u64::from(cfg.max_in_flight) + 2) * u64::from(cfg.max_records)
-        + 17 * (256 * 1024 / (LINE_LEN + 1));
+        + 9 * (256 * 1024 / (LINE_LEN + 1));
     let bound = unacked + RATE * 3 / 2;
     assert!(bound < KILL_AT as u64, "the bound must be meaningful");
     eprintln!(

@@ -291,7 +291,7 @@ fn metrics_match_what_the_receiver_counted_and_what_proc_says() {
     assert_eq!(value(&samples, "sidekick_log_files_open", &[]), Some(1.0));
     assert_eq!(
         value(&samples, "sidekick_queue_capacity_chunks", &[]),
-        Some(16.0)
+        Some(8.0)
     );
     let last_send = value(
         &samples,

@@ -15,7 +15,7 @@
 use super::{ByteSize, Config, LogSource, OutputType};
 
 /// Chunks the queue between collectors and batcher holds (`run.rs`).
-pub(crate) const QUEUE_CHUNKS: u64 = 16;
+pub(crate) const QUEUE_CHUNKS: u64 = 8;
 /// Bytes the tailer reads from a file at once (`tail.rs`).
 pub(crate) const READ_CHUNK: u64 = 256 * 1024;
 /// Batches a `file` or `stdout` output holds at once.
@@ -188,7 +188,7 @@ mod tests {
         let part = |what: &str| e.parts.iter().find(|p| p.what == what).unwrap().bytes;
         // 1024 files × (1 MiB + 256 KiB).
         assert_eq!(part("log files"), 1024 * ((1 << 20) + READ_CHUNK));
-        assert_eq!(part("queue"), 16 * ((1 << 20) + READ_CHUNK));
+        assert_eq!(part("queue"), QUEUE_CHUNKS * ((1 << 20) + READ_CHUNK));
         // 4 in flight + 1 filling, 4 MiB each.
         assert_eq!(part("batches"), 5 * (4 << 20));
         assert_eq!(part("requests"), 4 * 2 * (4 << 20));
