@@ -445,25 +445,14 @@ impl Tailer {
         } else {
             self.pending.remove(&id);
         }
-        let position = f.position();
-        if out.is_empty() && position == f.sent {
-            return true;
-        }
-        f.sent = position;
-        self.stats
-            .lines
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        if let Some(crash) = &self.crash {
-            crash.push_lines(out.iter().map(|l| &l.body));
-        }
-        let chunk = Chunk {
-            records: out.into_iter().map(Record::Log).collect(),
-            position: Some(Position {
-                source: f.source,
-                offset: position,
-            }),
+        let io = Io {
+            tx: &self.tx,
+            stats: &self.stats,
+            wake: &self.wake,
+            ledger: &self.ledger,
+            crash: self.crash.as_deref(),
         };
-        if send(&self.tx, chunk, &self.wake, &mut self.ctl) {
+        if send_records(f, out, &io, &mut self.ctl) {
             true
         } else {
             self.ctl.closed = true;
@@ -1222,7 +1211,7 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         stats,
         wake,
         ledger,
-        crash,
+        ..
     } = *io;
     let read_end = f.read_end();
     let Some(file) = f.file.as_mut() else {
@@ -1297,26 +1286,36 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         if f.fp_len < spec.fingerprint_bytes {
             grow_fingerprint(f, spec, ledger)?;
         }
-        let position = f.position();
-        if out.is_empty() && position == f.sent {
-            continue;
-        }
-        f.sent = position;
-        stats.lines.fetch_add(out.len() as u64, Ordering::Relaxed);
-        if let Some(crash) = crash {
-            crash.push_lines(out.iter().map(|l| &l.body));
-        }
-        let chunk = Chunk {
-            records: out.into_iter().map(Record::Log).collect(),
-            position: Some(Position {
-                source: f.source,
-                offset: position,
-            }),
-        };
-        if !send(tx, chunk, wake, ctl) {
+        if !send_records(f, out, io, ctl) {
             return Ok(Outcome::QueueClosed);
         }
     }
+}
+
+/// Sends `out` (records of `f`) with the file's position, unless there is
+/// nothing new: no record and the position did not move. Counts the lines
+/// and keeps them in the crash context. Returns false when the queue is gone
+/// (or a stop came while it was full).
+fn send_records(f: &mut Tailed, out: Vec<LogRecord>, io: &Io, ctl: &mut Control) -> bool {
+    let position = f.position();
+    if out.is_empty() && position == f.sent {
+        return true;
+    }
+    f.sent = position;
+    io.stats
+        .lines
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    if let Some(crash) = io.crash {
+        crash.push_lines(out.iter().map(|l| &l.body));
+    }
+    let chunk = Chunk {
+        records: out.into_iter().map(Record::Log).collect(),
+        position: Some(Position {
+            source: f.source,
+            offset: position,
+        }),
+    };
+    send(io.tx, chunk, io.wake, ctl)
 }
 
 /// A file shorter than `fingerprint_bytes` when first seen: as it grows, its

@@ -306,94 +306,82 @@ impl Telemetry {
         }
 
         // Outputs.
-        type Field = fn(&OutputStats) -> f64;
-        let per_output: [(&str, Kind, &str, Field); 9] = [
+        // Each field reads an output's view at `now` (Unix ns).
+        type Field = fn(&OutputView, u64) -> f64;
+        let per_output: [(&str, Kind, &str, Field); 11] = [
             (
                 "sidekick_output_records_sent_total",
                 Kind::Counter,
                 "Records (log records and metric points) delivered.",
-                |s| s.records_sent.load(Relaxed) as f64,
+                |o, _| o.stats.records_sent.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_log_records_sent_total",
                 Kind::Counter,
                 "Log records (events included) delivered; the rest of records_sent are metric points.",
-                |s| s.log_records_sent.load(Relaxed) as f64,
+                |o, _| o.stats.log_records_sent.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_bytes_sent_total",
                 Kind::Counter,
                 "Bytes delivered, as on the wire (after compression).",
-                |s| s.bytes_sent.load(Relaxed) as f64,
+                |o, _| o.stats.bytes_sent.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_batches_sent_total",
                 Kind::Counter,
                 "Batches delivered.",
-                |s| s.batches_sent.load(Relaxed) as f64,
+                |o, _| o.stats.batches_sent.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_records_dropped_total",
                 Kind::Counter,
                 "Records refused for good (a 4xx other than 408/429) and dropped.",
-                |s| s.records_dropped.load(Relaxed) as f64,
+                |o, _| o.stats.records_dropped.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_batches_dropped_total",
                 Kind::Counter,
                 "Batches refused for good and dropped.",
-                |s| s.batches_dropped.load(Relaxed) as f64,
+                |o, _| o.stats.batches_dropped.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_retries_total",
                 Kind::Counter,
                 "Requests or writes retried.",
-                |s| s.retries.load(Relaxed) as f64,
+                |o, _| o.stats.retries.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_batches_in_flight",
                 Kind::Gauge,
                 "Batches accepted by the output and not yet acknowledged.",
-                |s| s.in_flight.load(Relaxed) as f64,
+                |o, _| o.stats.in_flight.load(Relaxed) as f64,
             ),
             (
                 "sidekick_output_last_success_timestamp_seconds",
                 Kind::Gauge,
                 "When a batch was last delivered, in seconds since the Unix epoch (0: never).",
-                |s| s.last_success_unix_nano.load(Relaxed) as f64 / 1e9,
+                |o, _| o.stats.last_success_unix_nano.load(Relaxed) as f64 / 1e9,
+            ),
+            (
+                "sidekick_output_failing_seconds",
+                Kind::Gauge,
+                "How long the output's attempts have been failing (0: the last attempt reached the server).",
+                |o, now| failing_for(&o.stats, now).unwrap_or_default().as_secs_f64(),
+            ),
+            (
+                "sidekick_output_retry_budget_seconds",
+                Kind::Gauge,
+                "How long the output's attempts may fail before /readyz answers 503.",
+                |o, _| o.budget.as_secs_f64(),
             ),
         ];
         let outputs = self.outputs.get();
         for (name, kind, help, field) in per_output {
             e.family(name, kind, help);
             for o in &outputs {
-                e.sample(name, &[("output", &o.stats.name)], field(&o.stats));
+                e.sample(name, &[("output", &o.stats.name)], field(o, now));
             }
-        }
-        e.family(
-            "sidekick_output_failing_seconds",
-            Kind::Gauge,
-            "How long the output's attempts have been failing (0: the last attempt reached the server).",
-        );
-        for o in &outputs {
-            let failing = failing_for(&o.stats, now).unwrap_or_default();
-            e.sample(
-                "sidekick_output_failing_seconds",
-                &[("output", &o.stats.name)],
-                failing.as_secs_f64(),
-            );
-        }
-        e.family(
-            "sidekick_output_retry_budget_seconds",
-            Kind::Gauge,
-            "How long the output's attempts may fail before /readyz answers 503.",
-        );
-        for o in &outputs {
-            e.sample(
-                "sidekick_output_retry_budget_seconds",
-                &[("output", &o.stats.name)],
-                o.budget.as_secs_f64(),
-            );
         }
 
         // The target.
