@@ -248,10 +248,10 @@ fn encode_batch(
                     .expect("in-memory write");
                 return out.len();
             }
-            let size = otlp::encoded_logs_len(logs, resource);
+            let plan = otlp::plan_logs(logs, resource);
             out.clear();
-            c.compress_pieces(state, Some(size as u64), out, |sink| {
-                otlp::encode_logs_pieces(logs, resource, scratch, 128 << 10, sink).map(drop)
+            c.compress_pieces(state, Some(plan.total() as u64), out, |sink| {
+                otlp::encode_logs_pieces(logs, resource, &plan, scratch, 128 << 10, sink)
             })
             .expect("in-memory write");
             out.len()

@@ -35,34 +35,35 @@ const LEN: u8 = 2;
 
 /// Encodes `logs` as an OTLP `ExportLogsServiceRequest`, appending to `out`.
 pub fn encode_logs(logs: &[LogRecord], resource: &Resource, out: &mut Vec<u8>) {
-    let sizes = LogsSizes::new(logs, resource);
+    let sizes = LogsPlan::new(logs, resource);
     out.reserve(sizes.total());
     put_logs_head(out, resource, &sizes);
     let mut attrs = SourceAttrs::default();
-    for r in logs {
-        put_log_record_field(out, r, &mut attrs);
+    for (r, &len) in logs.iter().zip(&sizes.records) {
+        put_log_record_field(out, r, len, &mut attrs);
     }
 }
 
 /// Encodes `logs` exactly as [`encode_logs`] does, but hands the request to
 /// `sink` in pieces of about `piece` bytes, each written into `scratch`:
 /// a compressor fed this way reads each piece while it is still in cache,
-/// and no buffer of the whole encoded batch is ever held. Returns the
-/// request's size, which is known before the first piece (so a zstd frame
-/// can record it).
+/// and no buffer of the whole encoded batch is ever held. `plan` is
+/// [`plan_logs`] of the same `logs` and `resource`: the request's size is
+/// known before the first piece (so a zstd frame can record it).
 pub fn encode_logs_pieces(
     logs: &[LogRecord],
     resource: &Resource,
+    plan: &LogsPlan,
     scratch: &mut Vec<u8>,
     piece: usize,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<usize> {
-    let sizes = LogsSizes::new(logs, resource);
+) -> std::io::Result<()> {
+    debug_assert_eq!(plan.records.len(), logs.len());
     scratch.clear();
-    put_logs_head(scratch, resource, &sizes);
+    put_logs_head(scratch, resource, plan);
     let mut attrs = SourceAttrs::default();
-    for r in logs {
-        put_log_record_field(scratch, r, &mut attrs);
+    for (r, &len) in logs.iter().zip(&plan.records) {
+        put_log_record_field(scratch, r, len, &mut attrs);
         if scratch.len() >= piece {
             sink(scratch)?;
             scratch.clear();
@@ -72,43 +73,54 @@ pub fn encode_logs_pieces(
         sink(scratch)?;
         scratch.clear();
     }
-    Ok(sizes.total())
+    Ok(())
 }
 
-/// The size of the `ExportLogsServiceRequest` [`encode_logs`] writes for
-/// `logs`, computed without writing it.
-pub fn encoded_logs_len(logs: &[LogRecord], resource: &Resource) -> usize {
-    LogsSizes::new(logs, resource).total()
+/// The sizes of the `ExportLogsServiceRequest` [`encode_logs`] writes for
+/// `logs`, computed without writing it: every record's size is worked out
+/// once, before its parents' headers need the sum.
+pub fn plan_logs(logs: &[LogRecord], resource: &Resource) -> LogsPlan {
+    LogsPlan::new(logs, resource)
 }
 
 /// The lengths an `ExportLogsServiceRequest`'s headers need before its
-/// records are written.
-struct LogsSizes {
+/// records are written (see [`plan_logs`]).
+#[derive(Debug)]
+pub struct LogsPlan {
     resource_logs: usize,
     scope_logs: usize,
+    /// Each record's encoded size, for its header.
+    records: Vec<usize>,
 }
 
-impl LogsSizes {
+impl LogsPlan {
     fn new(logs: &[LogRecord], resource: &Resource) -> Self {
         let mut attrs = SourceAttrs::default();
-        let records_len: usize = logs
+        let mut records_len = 0;
+        let records = logs
             .iter()
-            .map(|r| field_len(log_record_len(r, &mut attrs)))
-            .sum();
+            .map(|r| {
+                let len = log_record_len(r, &mut attrs);
+                records_len += field_len(len);
+                len
+            })
+            .collect();
         let scope_logs = field_len(scope_len()) + records_len;
-        LogsSizes {
+        LogsPlan {
             resource_logs: field_len(resource_len(resource)) + field_len(scope_logs),
             scope_logs,
+            records,
         }
     }
 
-    fn total(&self) -> usize {
+    /// The whole request's size in bytes.
+    pub fn total(&self) -> usize {
         field_len(self.resource_logs)
     }
 }
 
 /// Everything of an `ExportLogsServiceRequest` before its first record.
-fn put_logs_head(out: &mut Vec<u8>, resource: &Resource, sizes: &LogsSizes) {
+fn put_logs_head(out: &mut Vec<u8>, resource: &Resource, sizes: &LogsPlan) {
     // ExportLogsServiceRequest.resource_logs = 1
     put_header(out, 1, sizes.resource_logs);
     // ResourceLogs.resource = 1
@@ -119,9 +131,9 @@ fn put_logs_head(out: &mut Vec<u8>, resource: &Resource, sizes: &LogsSizes) {
     put_scope(out, 1);
 }
 
-/// One record as `ScopeLogs.log_records` (field 2).
-fn put_log_record_field(out: &mut Vec<u8>, r: &LogRecord, attrs: &mut SourceAttrs) {
-    put_header(out, 2, log_record_len(r, attrs));
+/// One record as `ScopeLogs.log_records` (field 2), `len` its encoded size.
+fn put_log_record_field(out: &mut Vec<u8>, r: &LogRecord, len: usize, attrs: &mut SourceAttrs) {
+    put_header(out, 2, len);
     put_log_record(out, r, attrs);
 }
 
@@ -359,7 +371,7 @@ fn put_log_record(out: &mut Vec<u8>, r: &LogRecord, attrs: &mut SourceAttrs) {
     }
     // LogRecord.body = 5
     put_header(out, 5, field_len(r.body.len()));
-    let body_field = if std::str::from_utf8(&r.body).is_ok() {
+    let body_field = if simdutf8::basic::from_utf8(&r.body).is_ok() {
         1 // AnyValue.string_value
     } else {
         7 // AnyValue.bytes_value
@@ -693,17 +705,17 @@ mod tests {
             .collect();
         let mut whole = Vec::new();
         encode_logs(&logs, &resource(), &mut whole);
-        assert_eq!(encoded_logs_len(&logs, &resource()), whole.len());
+        let plan = plan_logs(&logs, &resource());
+        assert_eq!(plan.total(), whole.len());
         for piece in [1, 100, 4096, 1 << 20] {
             let (mut joined, mut scratch, mut calls) = (Vec::new(), Vec::new(), 0);
-            let n = encode_logs_pieces(&logs, &resource(), &mut scratch, piece, &mut |p| {
+            encode_logs_pieces(&logs, &resource(), &plan, &mut scratch, piece, &mut |p| {
                 assert!(!p.is_empty());
                 calls += 1;
                 joined.extend_from_slice(p);
                 Ok(())
             })
             .unwrap();
-            assert_eq!(n, whole.len());
             assert_eq!(joined, whole, "piece size {piece}");
             assert!(
                 calls >= whole.len() / (piece + 400),
