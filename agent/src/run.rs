@@ -328,7 +328,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             .name("sidekick-ckpt".into())
             .spawn(move || {
                 while persisting.load(Ordering::Relaxed) {
-                    if ledger.wait_changed(PERSIST_EVERY) && !persist(&ledger) {
+                    // No timer: an advance or `stop_waiting` wakes it.
+                    if ledger.wait_changed(Duration::from_secs(3600)) && !persist(&ledger) {
                         // A full or read-only disk: try again later, not
                         // in a loop (a failed save leaves the ledger dirty).
                         std::thread::sleep(PERSIST_EVERY);
@@ -440,6 +441,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     }
     persisting.store(false, Ordering::Relaxed);
+    ledger.stop_waiting();
     let _ = persister.join();
     persist(&ledger);
     if complete {

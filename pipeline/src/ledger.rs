@@ -43,6 +43,8 @@ struct State {
     dormant: BTreeMap<String, Checkpoint>,
     pending: VecDeque<Pending>,
     dirty: bool,
+    /// Set by [`Ledger::stop_waiting`]: waits return at once.
+    no_waiting: bool,
 }
 
 /// The acknowledgement ledger and the committed positions it guards.
@@ -120,6 +122,7 @@ impl Ledger {
         let mut st = self.lock();
         if st.dormant.remove(key).is_some() {
             st.dirty = true;
+            self.changed.notify_all();
         }
     }
 
@@ -130,6 +133,7 @@ impl Ledger {
         if let Some(s) = st.sources.get_mut(id.0 as usize) {
             s.committed.meta = meta;
             st.dirty = true;
+            self.changed.notify_all();
         }
     }
 
@@ -141,6 +145,7 @@ impl Ledger {
         if let Some(s) = st.sources.get_mut(id.0 as usize) {
             s.committed.offset = offset;
             st.dirty = true;
+            self.changed.notify_all();
         }
     }
 
@@ -157,6 +162,7 @@ impl Ledger {
                 st.by_key.remove(&s.key);
             }
             st.dirty = true;
+            self.changed.notify_all();
         }
     }
 
@@ -203,14 +209,18 @@ impl Ledger {
         p.remaining = p.remaining.saturating_sub(1);
         while st.pending.front().is_some_and(|p| p.remaining == 0) {
             if let Some(done) = st.pending.pop_front() {
+                let mut moved = false;
                 for pos in done.positions {
                     // The latest position wins, not the largest: a source
                     // truncated and read again from 0 must commit small offsets.
                     if let Some(s) = st.sources.get_mut(pos.source.0 as usize) {
+                        // A batch of metrics alone, or of records that did
+                        // not move their source, leaves nothing to save.
+                        moved |= s.committed.offset != pos.offset;
                         s.committed.offset = pos.offset;
                     }
                 }
-                st.dirty = true;
+                st.dirty |= moved;
             }
         }
         if st.pending.is_empty() {
@@ -224,17 +234,23 @@ impl Ledger {
     /// Waits up to `timeout` for committed positions to change since the
     /// last [`Ledger::persist`]; returns whether they did. Lets a persister
     /// save each advance promptly (saves coalesce while one is being written)
-    /// without a polling timer.
+    /// without a polling timer. Returns at once after
+    /// [`Ledger::stop_waiting`].
     pub fn wait_changed(&self, timeout: Duration) -> bool {
         let st = self.lock();
-        if st.dirty {
-            return true;
-        }
         let (st, _) = self
             .changed
-            .wait_timeout(st, timeout)
+            .wait_timeout_while(st, timeout, |st| !st.dirty && !st.no_waiting)
             .unwrap_or_else(|p| p.into_inner());
         st.dirty
+    }
+
+    /// Ends the present [`Ledger::wait_changed`] and every later one at
+    /// once: the persister's way out at shutdown, with no wake-up timer
+    /// while the agent runs.
+    pub fn stop_waiting(&self) {
+        self.lock().no_waiting = true;
+        self.changed.notify_all();
     }
 
     /// Batches not yet acknowledged by every output.
@@ -394,6 +410,41 @@ mod tests {
         assert_eq!(cp.offset, 7);
         assert_eq!(cp.meta["path"], "/a");
         assert_eq!(l2.source("file-2").1.unwrap().offset, 9);
+    }
+
+    #[test]
+    fn only_a_moved_position_asks_for_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::new(1, Some(Checkpoints::open(dir.path()).unwrap())).unwrap();
+        let (s, _) = l.source("file-1");
+        l.persist().unwrap();
+        assert!(!l.wait_changed(Duration::ZERO));
+        // Metrics alone (no position), then a batch that did not move the
+        // file: nothing new to save, so no disk write every metrics tick.
+        let metrics = l.begin_batch(Vec::new());
+        l.ack(metrics);
+        assert!(!l.wait_changed(Duration::ZERO));
+        let moved = l.begin_batch(pos(s, 40));
+        l.ack(moved);
+        assert!(l.wait_changed(Duration::ZERO));
+        l.persist().unwrap();
+        let same = l.begin_batch(pos(s, 40));
+        l.ack(same);
+        assert!(!l.wait_changed(Duration::ZERO));
+        // A persister asleep for an hour is let go at once.
+        let l = std::sync::Arc::new(l);
+        let waiter = {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                l.wait_changed(Duration::from_secs(3600));
+                t.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        l.stop_waiting();
+        assert!(waiter.join().unwrap() < Duration::from_secs(5));
+        assert!(!l.wait_changed(Duration::from_secs(3600)));
     }
 
     #[test]
