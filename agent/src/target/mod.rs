@@ -65,6 +65,18 @@ impl StopSignal {
     }
 }
 
+/// Something that says whether a stop was requested, without blocking.
+pub(crate) trait Stopping {
+    /// Whether stop was requested.
+    fn fired(&mut self) -> bool;
+}
+
+impl Stopping for StopSignal {
+    fn fired(&mut self) -> bool {
+        StopSignal::fired(self)
+    }
+}
+
 /// Sends `chunk` into the bounded queue, blocking while it is full. A stop
 /// request interrupts the wait: the chunk then gets `grace` more to get
 /// through (0 drops it). False when the queue is gone (the chunk is
@@ -72,7 +84,7 @@ impl StopSignal {
 pub(crate) fn deliver(
     tx: &Sender<Chunk>,
     mut chunk: Chunk,
-    stop: &mut StopSignal,
+    stop: &mut impl Stopping,
     grace: Duration,
 ) -> bool {
     const SLICE: Duration = Duration::from_millis(100);

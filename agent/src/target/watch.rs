@@ -1,15 +1,16 @@
 //! The watcher thread: resolve the target, wait for it to exit, tell the
 //! pipeline, look for its successor.
 //!
-//! Waiting is a `poll` on a pidfd (readable when the process exits) with a
-//! short timeout, so a stop request is seen within [`TICK`]; without pidfd
-//! support it is a `/proc` check every [`TICK`]. Slower checks (the cgroup's
-//! OOM-kill counter, a changed PID file) run every `rescan_interval`.
+//! Waiting is one `poll` on a pidfd (readable when the process exits) and on
+//! the read end of a stop pipe (closed when a stop is requested), which
+//! wakes only for the slower checks: a changed PID file every
+//! `rescan_interval`, the cgroup's OOM-kill counter every [`OOM_EVERY`].
+//! Without pidfd support it is a `/proc` check every [`TICK`].
 
 use super::crash::CrashContext;
 use super::launch::launch;
 use super::process::{find_by_name, read_stat, Target, TargetInfo};
-use super::{deliver, StopSignal};
+use super::{deliver, Stopping};
 use crate::metrics::CgroupFiles;
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -27,8 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long the exit wait sleeps before looking at a stop request.
+/// How often the target is looked at in `/proc` without pidfd support.
 const TICK: Duration = Duration::from_millis(200);
+
+/// How often a watched target's cgroup OOM-kill counter is read when no
+/// PID file needs checking (a kill of the target itself is seen at its
+/// exit, at once).
+const OOM_EVERY: Duration = Duration::from_secs(5);
 
 /// OTLP severity numbers of events.
 const INFO: i32 = 9;
@@ -59,8 +65,8 @@ impl TargetSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
     /// How often a missing target is looked for (process_name scan, PID
-    /// file re-read), a PID file checked for a change, and the cgroup's
-    /// OOM-kill counter read.
+    /// file re-read) and a PID file checked for a change. The cgroup's
+    /// OOM-kill counter is read every [`OOM_EVERY`], or this if longer.
     pub rescan_interval: Duration,
     /// For `pid_file` and `process_name`: how long a gone target has to come
     /// back before it is reported gone for good on the `exits` channel.
@@ -186,7 +192,7 @@ pub fn spawn_watch(
         tx,
         exits,
         crash,
-        stop: StopSignal::new(stop),
+        stop: StopPipe::new(stop).context("cannot make the target watcher's stop pipe")?,
         pid: pid.clone(),
         info: info.clone(),
         pid_file_stamp: None,
@@ -236,7 +242,7 @@ struct Watcher {
     tx: Sender<Chunk>,
     exits: Sender<ExitInfo>,
     crash: Arc<CrashContext>,
-    stop: StopSignal,
+    stop: StopPipe,
     pid: Arc<AtomicU32>,
     info: Arc<Mutex<Option<TargetInfo>>>,
     pid_file_stamp: Option<Stamp>,
@@ -343,14 +349,19 @@ impl Watcher {
         let mut oom_seen = cgroup.as_ref().and_then(CgroupFiles::oom_kill_count);
         let mut last_oom: Option<Instant> = None;
         let mut last_slow = Instant::now();
+        let slow_every = match self.spec {
+            TargetSpec::PidFile(_) => self.opts.rescan_interval,
+            _ => self.opts.rescan_interval.max(OOM_EVERY),
+        };
         loop {
             let exited = match &pidfd {
                 Some(fd) => {
-                    let ready = wait_readable(fd, TICK);
-                    if self.stop.fired() {
+                    let until_slow = slow_every.saturating_sub(last_slow.elapsed());
+                    let (exited, stopped) = self.stop.wait_with(fd, until_slow);
+                    if stopped {
                         return Outcome::Stopped;
                     }
-                    ready
+                    exited
                 }
                 None => {
                     if self.stop.wait(TICK) {
@@ -359,7 +370,7 @@ impl Watcher {
                     !target.is_alive()
                 }
             };
-            let slow = last_slow.elapsed() >= self.opts.rescan_interval;
+            let slow = last_slow.elapsed() >= slow_every;
             if slow || exited {
                 last_slow = Instant::now();
                 let now_count = cgroup.as_ref().and_then(CgroupFiles::oom_kill_count);
@@ -448,20 +459,71 @@ fn attached_exit(t: &Target, oom_recent: Option<bool>) -> ExitInfo {
     }
 }
 
-/// Polls a pidfd for up to `d`; true once the process has exited.
-fn wait_readable(fd: &OwnedFd, d: Duration) -> bool {
+/// A stop request the watcher can `poll` beside the target's pidfd: a
+/// helper thread (blocked, costing nothing) waits on the stop channel and
+/// then closes the write end of a pipe, which makes the read end ready.
+struct StopPipe {
+    read: OwnedFd,
+    fired: bool,
+}
+
+impl StopPipe {
+    fn new(stop: Receiver<()>) -> std::io::Result<StopPipe> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        std::thread::Builder::new()
+            .name("target-stop".into())
+            .spawn(move || {
+                // A message or every sender gone: either is a stop.
+                let _ = stop.recv();
+                drop(write);
+            })?;
+        Ok(StopPipe { read, fired: false })
+    }
+
+    /// Sleeps up to `d`, waking early on a stop request; true if stopping.
+    fn wait(&mut self, d: Duration) -> bool {
+        if !self.fired {
+            let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+            poll_for(&mut fds, d);
+            self.fired = !fds[0].revents().is_empty();
+        }
+        self.fired
+    }
+
+    /// Waits up to `d` for the process behind `pidfd` to exit or a stop:
+    /// (exited, stopping).
+    fn wait_with(&mut self, pidfd: &OwnedFd, d: Duration) -> (bool, bool) {
+        if self.fired {
+            return (false, true);
+        }
+        let mut fds = [
+            PollFd::new(pidfd, PollFlags::IN),
+            PollFd::new(&self.read, PollFlags::IN),
+        ];
+        poll_for(&mut fds, d);
+        self.fired = !fds[1].revents().is_empty();
+        (!fds[0].revents().is_empty(), self.fired)
+    }
+}
+
+impl Stopping for StopPipe {
+    fn fired(&mut self) -> bool {
+        self.wait(Duration::ZERO)
+    }
+}
+
+/// `poll` for up to `d`; an interruption is a spurious wake-up, and any
+/// other failure is logged and slept out (so a broken poll cannot spin).
+fn poll_for(fds: &mut [PollFd<'_>], d: Duration) {
     let ts = Timespec {
         tv_sec: d.as_secs() as _,
         tv_nsec: d.subsec_nanos() as _,
     };
-    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    match poll(&mut fds, Some(&ts)) {
-        Ok(n) => n > 0,
-        Err(rustix::io::Errno::INTR) => false,
+    match poll(fds, Some(&ts)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
         Err(e) => {
-            tracing::warn!(error = %e, "poll on the target's pidfd failed");
+            tracing::warn!(error = %e, "poll in the target watcher failed");
             std::thread::sleep(d);
-            false
         }
     }
 }
