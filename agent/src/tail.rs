@@ -51,6 +51,14 @@ const ROTATE_GRACE: Duration = Duration::from_secs(2);
 /// Least time between two scans asked for by filesystem events (a burst of
 /// creations costs one scan, not one per file).
 const RESCAN_GAP: Duration = Duration::from_millis(200);
+/// A timer scan lists the globs again only when a directory they went
+/// through changed, and at least every this many scans (a directory change
+/// a filesystem does not stamp, a wildcard directory with no file yet).
+const FULL_SCAN_EVERY: u32 = 12;
+/// A directory modified this recently counts as changed: its mtime has the
+/// kernel's coarse clock, and an entry made in the same tick as our last
+/// look would not move it.
+const DIR_SETTLE: Duration = Duration::from_secs(2);
 
 /// Where a newly found file is read from when no checkpoint knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +253,15 @@ pub struct Tailer {
     /// Whether saved checkpoints no glob matched were looked for.
     restored: bool,
     last_scan: Option<Instant>,
+    /// The directories the last full scan listed (glob bases and the
+    /// matched files' parents), with their mtimes then (`None`: missing).
+    dirs: HashMap<PathBuf, Option<std::time::SystemTime>>,
+    /// Timer scans since the last full one.
+    light_scans: u32,
+    /// Whether inotify watches every directory of the last listing, on a
+    /// local filesystem, where it reports every write: a timer scan then
+    /// leaves growth to inotify instead of looking at each file.
+    inotify_covers: bool,
 }
 
 impl Tailer {
@@ -298,6 +315,9 @@ impl Tailer {
                 crash: None,
                 restored: false,
                 last_scan: None,
+                dirs: HashMap::new(),
+                light_scans: 0,
+                inotify_covers: false,
             },
             wake_tx,
         ))
@@ -327,7 +347,9 @@ impl Tailer {
                     .last_scan
                     .is_none_or(|t| now.duration_since(t) >= RESCAN_GAP);
             if event_scan_due || now >= next_scan {
-                self.scan();
+                // A filesystem event lists the globs again; the timer does
+                // only if a directory changed.
+                self.scan(event_scan_due);
                 rescan = false;
                 next_scan = Instant::now() + scan_every;
             }
@@ -484,7 +506,7 @@ impl Tailer {
 
     /// Reads every file to its current end, then ships held partial lines.
     fn drain(&mut self) {
-        self.scan();
+        self.scan(true);
         while self.read_pass() && !self.ctl.stop {}
         let ids: Vec<FileId> = self.files.keys().copied().collect();
         for id in ids {
@@ -521,7 +543,7 @@ impl Tailer {
                 }
             },
             Wake::CatchUp(done) => {
-                self.scan();
+                self.scan(true);
                 while self.read_pass() && !self.ctl.stop {}
                 if let Some(crash) = &self.crash {
                     let partial: Vec<Bytes> = self
@@ -572,40 +594,28 @@ impl Tailer {
 
     /// Expands every glob, opens new files, notices rotated and deleted ones,
     /// and marks the files that grew.
-    fn scan(&mut self) {
+    fn scan(&mut self, full: bool) {
         self.last_scan = Some(Instant::now());
-        let mut current: HashMap<OsString, FileId> = HashMap::new();
-        for si in 0..self.specs.len() {
-            if self.specs[si].removed {
-                continue;
-            }
-            for pattern in self.specs[si].spec.include.clone() {
-                self.watch_base(&pattern);
-                let paths = match glob::glob(&pattern) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.warn_once(format!("glob {pattern}"), &e);
-                        continue;
-                    }
-                };
-                for entry in paths {
-                    let path = match entry {
-                        Ok(p) => p,
-                        Err(e) => {
-                            self.warn_once(format!("glob {}", e.path().display()), e.error());
-                            continue;
-                        }
-                    };
-                    if current.contains_key(path.as_os_str()) || self.excluded(si, &path) {
-                        continue;
-                    }
-                    if let Some(id) = self.consider(si, &path) {
-                        current.insert(path.into_os_string(), id);
-                    }
-                }
+        let full = full
+            || self.light_scans + 1 >= FULL_SCAN_EVERY
+            || self.specs.iter().any(|c| !c.scanned && !c.removed)
+            || self.dirs_changed();
+        // The size each file at its path had when `consider` looked at it:
+        // a file still at its path needs no second look (`fstat`).
+        let mut sizes: HashMap<FileId, u64> = HashMap::new();
+        if full {
+            self.light_scans = 0;
+            self.list(&mut sizes);
+        } else {
+            // Nothing was added, removed or renamed in the directories:
+            // only growth is looked for, one `fstat` per open file, and not
+            // even that where inotify reports every write (until the next
+            // full scan, the safety net).
+            self.light_scans += 1;
+            if self.inotify_covers {
+                return;
             }
         }
-        self.by_path = current;
         if !self.restored {
             self.restored = true;
             self.restore_rotated();
@@ -639,9 +649,10 @@ impl Tailer {
                     f.rotated_at = Some(Instant::now());
                 }
             }
-            let size = match &f.file {
-                Some(file) => file.metadata().map(|m| m.len()),
-                None => std::fs::metadata(&f.path).map(|m| m.len()),
+            let size = match (sizes.get(id), &f.file) {
+                (Some(size), _) if f.rotated_at.is_none() => Ok(*size),
+                (_, Some(file)) => file.metadata().map(|m| m.len()),
+                (_, None) => std::fs::metadata(&f.path).map(|m| m.len()),
             };
             if size.is_ok_and(|s| s != f.read_end()) || f.rotated_at.is_some() {
                 self.dirty.insert(*id);
@@ -650,6 +661,90 @@ impl Tailer {
         for id in release {
             self.release(id);
         }
+    }
+
+    /// Lists the globs: opens new files and finds where known ones are now
+    /// (`by_path`); `sizes` gets the size `stat` saw of each. Remembers the
+    /// directories listed, with their mtimes from before the listing (a
+    /// change made while listing shows at the next scan).
+    fn list(&mut self, sizes: &mut HashMap<FileId, u64>) {
+        let mut dirs: HashMap<PathBuf, Option<std::time::SystemTime>> = HashMap::new();
+        for c in self.specs.iter().filter(|c| !c.removed) {
+            for pattern in &c.spec.include {
+                dirs.insert(glob_base(pattern).0, None);
+            }
+        }
+        for p in self.by_path.keys() {
+            if let Some(parent) = Path::new(p).parent() {
+                dirs.entry(parent.to_path_buf()).or_insert(None);
+            }
+        }
+        for (d, m) in dirs.iter_mut() {
+            *m = dir_mtime(d);
+        }
+        let mut current: HashMap<OsString, FileId> = HashMap::new();
+        for si in 0..self.specs.len() {
+            if self.specs[si].removed {
+                continue;
+            }
+            for pattern in self.specs[si].spec.include.clone() {
+                self.watch_base(&pattern);
+                let paths = match glob::glob(&pattern) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.warn_once(format!("glob {pattern}"), &e);
+                        continue;
+                    }
+                };
+                for entry in paths {
+                    let path = match entry {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.warn_once(format!("glob {}", e.path().display()), e.error());
+                            continue;
+                        }
+                    };
+                    if current.contains_key(path.as_os_str()) || self.excluded(si, &path) {
+                        continue;
+                    }
+                    if let Some((id, size)) = self.consider(si, &path) {
+                        sizes.insert(id, size);
+                        current.insert(path.into_os_string(), id);
+                    }
+                }
+            }
+        }
+        // A directory first seen in this listing: listed again next time
+        // (its mtime was not taken before the listing).
+        for p in current.keys() {
+            if let Some(parent) = Path::new(p).parent() {
+                if !dirs.contains_key(parent) {
+                    self.light_scans = FULL_SCAN_EVERY;
+                }
+            }
+        }
+        self.inotify_covers = self._watcher.is_some()
+            && self.specs.iter().filter(|c| !c.removed).all(|c| {
+                c.spec
+                    .include
+                    .iter()
+                    .all(|p| self.watched.contains(&glob_base(p).0))
+            })
+            && dirs.keys().all(|d| local_filesystem(d));
+        self.dirs = dirs;
+        self.by_path = current;
+    }
+
+    /// Whether a directory the last listing went through changed since (or
+    /// changed too recently to tell).
+    fn dirs_changed(&self) -> bool {
+        if self.dirs.is_empty() {
+            return true;
+        }
+        self.dirs.iter().any(|(d, then)| {
+            let now = dir_mtime(d);
+            now != *then || now.is_some_and(|m| m.elapsed().map_or(true, |age| age < DIR_SETTLE))
+        })
     }
 
     /// After a restart: the saved checkpoints no glob matched name files
@@ -906,8 +1001,8 @@ impl Tailer {
     }
 
     /// A path the globs matched: opens it if it is a file we do not hold
-    /// yet. Returns the file's id when it is (now) tailed.
-    fn consider(&mut self, si: usize, path: &Path) -> Option<FileId> {
+    /// yet. Returns the file's id and size (as `stat` saw them) when it is (now) tailed.
+    fn consider(&mut self, si: usize, path: &Path) -> Option<(FileId, u64)> {
         let md = std::fs::metadata(path).ok()?; // vanished between glob and stat
         if !md.is_file() {
             return None;
@@ -915,7 +1010,7 @@ impl Tailer {
         let id = (md.dev(), md.ino());
         if self.by_path.get(path.as_os_str()) == Some(&id) || self.files.contains_key(&id) {
             // Known (a rename within the globs keeps its file).
-            return Some(id);
+            return Some((id, md.len()));
         }
         if !self.make_room(id) {
             let key = "max_open_files".to_string();
@@ -930,7 +1025,7 @@ impl Tailer {
         match self.open(si, path, id, md.len(), false, None) {
             Ok(t) => {
                 self.adopt(id, t);
-                Some(id)
+                Some((id, md.len()))
             }
             Err(e) => {
                 let key = format!("open {}", path.display());
@@ -1556,6 +1651,28 @@ fn glob_base(pattern: &str) -> (PathBuf, bool) {
     (non_empty(base), i + 1 < comps.len())
 }
 
+/// Whether `dir` is on a local filesystem, where inotify sees every change
+/// (on NFS, CIFS, FUSE, 9p or virtiofs, writes from elsewhere raise no
+/// event): ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, F2FS, ramfs, ZFS.
+fn local_filesystem(dir: &Path) -> bool {
+    const LOCAL: [u64; 8] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // XFS
+        0x9123_683E, // Btrfs
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0xF2F5_2010, // F2FS
+        0x8584_58F6, // ramfs
+        0x2FC1_2FC1, // ZFS
+    ];
+    rustix::fs::statfs(dir).is_ok_and(|st| LOCAL.contains(&((st.f_type as u64) & 0xFFFF_FFFF)))
+}
+
+/// A directory's modification time (`None` if it cannot be read).
+fn dir_mtime(d: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(d).and_then(|m| m.modified()).ok()
+}
+
 fn non_empty(p: PathBuf) -> PathBuf {
     if p.as_os_str().is_empty() {
         PathBuf::from(".")
@@ -1666,7 +1783,7 @@ mod tests {
         let mut got = Vec::new();
         let mut drain = |t: &mut Tailer| {
             for _ in 0..10 {
-                t.scan();
+                t.scan(true);
                 while t.read_pass() {}
                 assert!(t.open_count <= 2, "{} files open", t.open_count);
             }
@@ -1717,7 +1834,7 @@ mod tests {
                 Arc::default(),
             )
             .unwrap();
-            t.scan();
+            t.scan(true);
             t.read_pass();
             let c = rx.try_recv().unwrap();
             assert_eq!(c.records.len(), 3);
@@ -1739,7 +1856,7 @@ mod tests {
             Arc::default(),
         )
         .unwrap();
-        t.scan();
+        t.scan(true);
         t.read_pass();
         let c = rx.try_recv().unwrap();
         let got: Vec<_> = c
@@ -1751,5 +1868,96 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![Bytes::from_static(b"3")]);
+    }
+
+    /// Timer scans (as where inotify sends nothing) list the directory again
+    /// only when it changed: growth is still seen through `fstat`, and new
+    /// and rotated files through the directory's mtime. Where inotify
+    /// covers the directory, a timer scan leaves growth to it, and only
+    /// every `FULL_SCAN_EVERY`th scan looks at each file.
+    #[test]
+    fn timer_scans_see_growth_new_files_and_rotation_without_listing_a_quiet_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"1\n").unwrap();
+        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+        let (mut t, _w) = Tailer::new(
+            vec![spec(dir.path(), StartAt::Beginning)],
+            tx,
+            Arc::new(Ledger::new(1, None).unwrap()),
+            Arc::default(),
+        )
+        .unwrap();
+        let covered = t._watcher.is_some();
+        let watcher = t._watcher.take(); // as on a filesystem inotify cannot watch
+        let read = |t: &mut Tailer| {
+            t.scan(false);
+            while t.read_pass() {}
+            let mut got = Vec::new();
+            while let Ok(c) = rx.try_recv() {
+                for r in c.records {
+                    if let Record::Log(l) = r {
+                        got.push(String::from_utf8_lossy(&l.body).into_owned());
+                    }
+                }
+            }
+            got
+        };
+        assert_eq!(read(&mut t), ["1"]);
+        // Let the directory's mtime settle, so that scans are light.
+        let settle = || {
+            let old = std::time::SystemTime::now() - 2 * DIR_SETTLE;
+            std::fs::File::open(dir.path())
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        settle();
+        t.scan(false); // sees the change, takes the new mtime
+        assert_eq!(t.light_scans, 0);
+        t.scan(false);
+        assert_eq!(t.light_scans, 1, "a quiet directory is not listed again");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"2\n").unwrap();
+        assert_eq!(read(&mut t), ["2"]);
+        assert_eq!(t.light_scans, 2);
+        // A new file and a rotation change the directory.
+        std::fs::write(dir.path().join("b.log"), b"b1\n").unwrap();
+        assert_eq!(read(&mut t), ["b1"]);
+        assert_eq!(t.light_scans, 0, "a changed directory is listed again");
+        f.write_all(b"3\n").unwrap();
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        std::fs::write(&path, b"new1\n").unwrap();
+        let mut got = read(&mut t);
+        got.sort();
+        assert_eq!(got, ["3", "new1"]);
+        if !covered || !local_filesystem(dir.path()) {
+            eprintln!("SKIPPED the inotify half: no inotify, or not a local filesystem");
+            return;
+        }
+        // With inotify back (the tailer's loop would get the write as an
+        // event), timer scans look at no file until the full one.
+        t._watcher = watcher;
+        t.watched.clear();
+        std::fs::write(dir.path().join("c.log"), b"c1\n").unwrap();
+        assert_eq!(read(&mut t), ["c1"]);
+        assert!(t.inotify_covers);
+        settle();
+        t.scan(false);
+        let mut b = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("b.log"))
+            .unwrap();
+        b.write_all(b"b2\n").unwrap();
+        let mut scans = 0;
+        while t.light_scans + 1 < FULL_SCAN_EVERY {
+            assert!(read(&mut t).is_empty(), "a light scan looked at the file");
+            scans += 1;
+        }
+        assert!(scans > 0);
+        assert_eq!(read(&mut t), ["b2"], "the full scan is the safety net");
     }
 }

@@ -203,6 +203,30 @@ struct StreamState {
     touched: Option<Instant>,
 }
 
+/// The streams' states, allocated on first use: a raw file's decoder never
+/// needs them (its lines pass straight through), and an idle file should
+/// not carry them (they are most of a tailed file's memory).
+#[derive(Debug, Default)]
+struct Streams(Option<Box<[StreamState; 2]>>);
+
+impl Streams {
+    fn iter(&self) -> std::slice::Iter<'_, StreamState> {
+        self.0.as_deref().map_or(&[][..], |s| &s[..]).iter()
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, StreamState> {
+        match self.0.as_deref_mut() {
+            Some(s) => s.iter_mut(),
+            None => [].iter_mut(),
+        }
+    }
+
+    /// Stream `i`'s state (by [`Stream::index`]), allocated if need be.
+    fn get(&mut self, i: usize) -> &mut StreamState {
+        &mut self.0.get_or_insert_with(Default::default)[i]
+    }
+}
+
 impl StreamState {
     fn hold(&self) -> Option<u64> {
         let a = self.partial.as_ref().map(|j| j.hold);
@@ -228,7 +252,7 @@ pub struct LineDecoder {
     max_line_bytes: usize,
     source: Option<Arc<SourceMeta>>,
     /// Indexed by [`Stream::index`]; raw and json lines use stdout's.
-    streams: [StreamState; 2],
+    streams: Streams,
     /// End offset of the last line pushed (or skipped, or the start offset).
     last_end: u64,
 }
@@ -342,7 +366,7 @@ impl LineDecoder {
     /// [`LineDecoder::committed_offset`] is the last `end_offset` given.
     pub fn flush(&mut self, out: &mut Vec<LogRecord>) {
         self.flush_where(out, |_| true);
-        for s in &mut self.streams {
+        for s in self.streams.iter_mut() {
             // The skipped rest of a cut line ends here: a later piece starts
             // a line of its own.
             s.skipping = false;
@@ -501,7 +525,7 @@ impl LineDecoder {
         out: &mut Vec<LogRecord>,
     ) {
         let max = self.max_line_bytes;
-        let st = &mut self.streams[stream];
+        let st = self.streams.get(stream);
         if st.skipping {
             // The rest of a logical line already shipped cut.
             st.skipping = partial;
@@ -557,7 +581,7 @@ impl LineDecoder {
             out.push(rec);
             return;
         };
-        let st = &mut self.streams[stream];
+        let st = self.streams.get(stream);
         st.touched = Some(Instant::now());
         let Some(mut pending) = st.pending.take() else {
             st.pending = Some(Joined::new(rec, hold));
@@ -583,11 +607,11 @@ impl LineDecoder {
     fn flush_stream(&mut self, stream: usize, out: &mut Vec<LogRecord>) {
         // A partial line whose next piece never came: shipped as it is, and a
         // later piece will start a line of its own.
-        if let Some(j) = self.streams[stream].partial.take() {
+        if let Some(j) = self.streams.get(stream).partial.take() {
             let hold = j.hold;
             self.logical(stream, j.finish(), false, hold, out);
         }
-        let st = &mut self.streams[stream];
+        let st = self.streams.get(stream);
         if let Some(p) = st.pending.take() {
             out.push(p.finish());
         }
