@@ -55,6 +55,10 @@ const RESCAN_GAP: Duration = Duration::from_millis(200);
 /// through changed, and at least every this many scans (a directory change
 /// a filesystem does not stamp, a wildcard directory with no file yet).
 const FULL_SCAN_EVERY: u32 = 12;
+/// The same where inotify covers every directory on a local filesystem: the
+/// full scan is then the only look at each idle file, a safety net (a lost
+/// event without an overflow notice), so it comes less often.
+const FULL_SCAN_EVERY_COVERED: u32 = 60;
 /// A directory modified this recently counts as changed: its mtime has the
 /// kernel's coarse clock, and an entry made in the same tick as our last
 /// look would not move it.
@@ -596,8 +600,13 @@ impl Tailer {
     /// and marks the files that grew.
     fn scan(&mut self, full: bool) {
         self.last_scan = Some(Instant::now());
+        let every = if self.inotify_covers {
+            FULL_SCAN_EVERY_COVERED
+        } else {
+            FULL_SCAN_EVERY
+        };
         let full = full
-            || self.light_scans + 1 >= FULL_SCAN_EVERY
+            || self.light_scans + 1 >= every
             || self.specs.iter().any(|c| !c.scanned && !c.removed)
             || self.dirs_changed();
         // The size each file at its path had when `consider` looked at it:
@@ -675,8 +684,11 @@ impl Tailer {
             }
         }
         for p in self.by_path.keys() {
-            if let Some(parent) = Path::new(p).parent() {
-                dirs.entry(parent.to_path_buf()).or_insert(None);
+            match Path::new(p).parent() {
+                Some(parent) if !dirs.contains_key(parent) => {
+                    dirs.insert(parent.to_path_buf(), None);
+                }
+                _ => {}
             }
         }
         for (d, m) in dirs.iter_mut() {
@@ -719,7 +731,7 @@ impl Tailer {
         for p in current.keys() {
             if let Some(parent) = Path::new(p).parent() {
                 if !dirs.contains_key(parent) {
-                    self.light_scans = FULL_SCAN_EVERY;
+                    self.light_scans = FULL_SCAN_EVERY_COVERED;
                 }
             }
         }
@@ -1874,7 +1886,7 @@ mod tests {
     /// only when it changed: growth is still seen through `fstat`, and new
     /// and rotated files through the directory's mtime. Where inotify
     /// covers the directory, a timer scan leaves growth to it, and only
-    /// every `FULL_SCAN_EVERY`th scan looks at each file.
+    /// every `FULL_SCAN_EVERY_COVERED`th scan looks at each file.
     #[test]
     fn timer_scans_see_growth_new_files_and_rotation_without_listing_a_quiet_directory() {
         let dir = tempfile::tempdir().unwrap();
@@ -1953,7 +1965,7 @@ mod tests {
             .unwrap();
         b.write_all(b"b2\n").unwrap();
         let mut scans = 0;
-        while t.light_scans + 1 < FULL_SCAN_EVERY {
+        while t.light_scans + 1 < FULL_SCAN_EVERY_COVERED {
             assert!(read(&mut t).is_empty(), "a light scan looked at the file");
             scans += 1;
         }
