@@ -352,10 +352,16 @@ impl Tailer {
                     .is_none_or(|t| now.duration_since(t) >= RESCAN_GAP);
             if event_scan_due || now >= next_scan {
                 // A filesystem event lists the globs again; the timer does
-                // only if a directory changed.
-                self.scan(event_scan_due);
+                // only if a directory changed. Where inotify covers every
+                // directory, the timer only brings the full scan that is
+                // the safety net, every `FULL_SCAN_EVERY_COVERED` intervals.
+                self.scan(event_scan_due || self.inotify_covers);
                 rescan = false;
-                next_scan = Instant::now() + scan_every;
+                next_scan = Instant::now()
+                    + match self.inotify_covers {
+                        true => scan_every * FULL_SCAN_EVERY_COVERED,
+                        false => scan_every,
+                    };
             }
             let more = self.read_pass();
             self.flush_expired();
@@ -612,6 +618,7 @@ impl Tailer {
         // The size each file at its path had when `consider` looked at it:
         // a file still at its path needs no second look (`fstat`).
         let mut sizes: HashMap<FileId, u64> = HashMap::new();
+        let tailed_before = self.files.len();
         if full {
             self.light_scans = 0;
             self.list(&mut sizes);
@@ -628,6 +635,15 @@ impl Tailer {
         if !self.restored {
             self.restored = true;
             self.restore_rotated();
+        }
+        if self.files.len() > tailed_before {
+            // Files just opened are saved before they are read: a crash
+            // right after, then a rotation before the restart, must not
+            // leave the restarted agent without the rotated file's
+            // checkpoint (it could not find the file again).
+            if let Err(e) = self.ledger.persist() {
+                self.warn_once("checkpoint save".to_string(), &e);
+            }
         }
         for c in &mut self.specs {
             c.scanned = true;

@@ -68,6 +68,8 @@ struct World {
     next: u64,
     rotations: u32,
     crashed: bool,
+    /// A file was deleted since everything written last arrived.
+    deleted_unshipped: bool,
     stderrs: Vec<String>,
 }
 
@@ -137,6 +139,7 @@ impl World {
             next: 0,
             rotations: 0,
             crashed: false,
+            deleted_unshipped: false,
             stderrs: Vec::new(),
         }
     }
@@ -151,28 +154,35 @@ impl World {
         self.next += n;
     }
 
-    /// Waits until the agent has the current `app.log` open.
+    /// Waits until the agent has the current `app.log` open and its
+    /// checkpoint saved: only a file the agent has a checkpoint of can be
+    /// found again after a crash once it is renamed out of the glob (the
+    /// agent saves one right after opening a file, before reading it).
     fn wait_open(&self) -> Result<(), TestCaseError> {
         let md = std::fs::metadata(&self.app).expect("stat app.log");
         let pid = self.agent.pid();
+        let key = format!("\"{}:{}\"", md.dev(), md.ino());
+        let checkpoints = self.s.data.join("checkpoints.json");
         if poll(Duration::from_secs(5), || {
             holds_inode(pid, md.dev(), md.ino())
+                && std::fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains(&key))
         }) {
             Ok(())
         } else {
             Err(TestCaseError::fail(format!(
-                "the agent did not open app.log (inode {}) within 5 s",
+                "the agent did not open app.log (inode {}) and save its checkpoint within 5 s",
                 md.ino()
             )))
         }
     }
 
     /// Waits until every line written so far arrived.
-    fn wait_shipped(&self, why: &str) -> Result<(), TestCaseError> {
+    fn wait_shipped(&mut self, why: &str) -> Result<(), TestCaseError> {
         let want = self.next;
         let receiver = &self.receiver;
         let all = || report_of(receiver, want).missing() == 0;
         if poll(Duration::from_secs(10), all) {
+            self.deleted_unshipped = false;
             Ok(())
         } else {
             let report = report_of(receiver, want);
@@ -213,6 +223,7 @@ impl World {
                 self.wait_open()?;
                 std::fs::remove_file(&self.app).expect("delete");
                 self.file = open_append(&self.app);
+                self.deleted_unshipped = true;
             }
             Op::Restart => {
                 let status = self.agent.term(Duration::from_secs(15));
@@ -221,6 +232,12 @@ impl World {
                 self.agent = start_agent(&self.cfg, self.s.path());
             }
             Op::Crash { write_while_down } => {
+                if self.deleted_unshipped {
+                    // What a deleted file held is gone with the agent's
+                    // descriptor: no tailer can read it after a SIGKILL
+                    // that came before it did.
+                    self.wait_shipped("before a crash after a delete")?;
+                }
                 self.agent.kill9();
                 self.crashed = true;
                 self.stderrs.push(self.agent.stderr());
