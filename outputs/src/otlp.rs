@@ -35,11 +35,22 @@ const LEN: u8 = 2;
 
 /// Encodes `logs` as an OTLP `ExportLogsServiceRequest`, appending to `out`.
 pub fn encode_logs(logs: &[LogRecord], resource: &Resource, out: &mut Vec<u8>) {
-    let sizes = LogsPlan::new(logs, resource);
-    out.reserve(sizes.total());
-    put_logs_head(out, resource, &sizes);
+    encode_logs_planned(logs, resource, &plan_logs(logs, resource), out);
+}
+
+/// [`encode_logs`] with the [`plan_logs`] of the same `logs` and `resource`
+/// already worked out (a caller that needed the size first).
+pub fn encode_logs_planned(
+    logs: &[LogRecord],
+    resource: &Resource,
+    plan: &LogsPlan,
+    out: &mut Vec<u8>,
+) {
+    debug_assert_eq!(plan.records.len(), logs.len());
+    out.reserve(plan.total());
+    put_logs_head(out, resource, plan);
     let mut attrs = SourceAttrs::default();
-    for (r, &len) in logs.iter().zip(&sizes.records) {
+    for (r, &len) in logs.iter().zip(&plan.records) {
         put_log_record_field(out, r, len, &mut attrs);
     }
 }

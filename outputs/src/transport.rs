@@ -941,7 +941,7 @@ impl HttpOutput {
         let size = plan.total();
         if self.compression == Compression::None {
             let mut body = Vec::with_capacity(size);
-            otlp::encode_logs(logs, resource, &mut body);
+            otlp::encode_logs_planned(logs, resource, &plan, &mut body);
             return Ok(Bytes::from(body));
         }
         let EncoderState {
