@@ -55,6 +55,11 @@ pub struct Ledger {
     state: Mutex<State>,
     idle: Condvar,
     changed: Condvar,
+    /// Held across a whole save, so that saves from two threads (the
+    /// persister, the tailer) cannot land in the opposite order of their
+    /// snapshots (an older checkpoint over a newer one) or share the
+    /// temporary file.
+    saving: Mutex<()>,
 }
 
 impl Ledger {
@@ -74,6 +79,7 @@ impl Ledger {
             }),
             idle: Condvar::new(),
             changed: Condvar::new(),
+            saving: Mutex::new(()),
         })
     }
 
@@ -302,6 +308,7 @@ impl Ledger {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = {
             let mut st = self.lock();
             if !st.dirty {
