@@ -1000,6 +1000,96 @@ fn cgroup_oom_kill_is_reported() {
     );
 }
 
+/// Another process in the target's cgroup is OOM-killed while the target
+/// lives: a `process.oom_kill` event is emitted within 2 s of the kill.
+/// The watcher sleeps on the cgroup's OOM notifier; a watcher reading the
+/// counter on its 5 s timer instead would miss that bound most of the time.
+#[test]
+fn a_sibling_oom_kill_is_reported_while_the_target_lives() {
+    let _serial = serial();
+    let name = marker("oomsib");
+    let cg = match TestCgroup::create(&name, 50 * MIB) {
+        Ok(cg) => cg,
+        Err(reason) => {
+            eprintln!("SKIPPED: a_sibling_oom_kill_is_reported_while_the_target_lives: cannot create a memory cgroup: {reason}");
+            return;
+        }
+    };
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let join = |then: &str| {
+        format!(
+            "echo $$ > {procs} || exit 90\nexec {then}\n",
+            procs = cg.procs.display()
+        )
+    };
+    let mut target = Proc::spawn(Command::new("sh").arg("-c").arg(join("sleep 60")));
+    let pid = target.pid();
+    let in_cgroup = |pid: u32| {
+        std::fs::read_to_string(&cg.procs)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim() == pid.to_string())
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the target to join its cgroup",
+        || in_cgroup(pid),
+        || proc_state(pid),
+    );
+    let cfg = write_config(&s, &receiver, &Setup::default());
+    let pid_arg = pid.to_string();
+    let mut agent = start_agent(&s, &cfg, &["--pid", &pid_arg]);
+    wait_for_event(&receiver, "process.start", Duration::from_secs(15), |r| {
+        attr_i64(r, "process.pid") == Some(i64::from(pid))
+    });
+    // The watcher arms its notifier right after the start event.
+    std::thread::sleep(Duration::from_millis(300));
+    let hog = format!(
+        "{} -c \"import time; b = b'x' * (200 * 1024 * 1024); time.sleep(30)\"",
+        python3().display()
+    );
+    let mut sibling = Proc::spawn(Command::new("sh").arg("-c").arg(join(&hog)));
+    let status = sibling
+        .wait(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the sibling was not OOM-killed within 30 s"));
+    let killed_at = unix_nanos();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the sibling should have been OOM-killed: {status:?}"
+    );
+    let event = wait_for_event(
+        &receiver,
+        "process.oom_kill",
+        Duration::from_secs(15),
+        |_| true,
+    );
+    eprintln!("{}", event.body);
+    let late_ms = (event.time_unix_nano as i64 - killed_at as i64) / 1_000_000;
+    eprintln!("reported {late_ms} ms after the test saw the kill");
+    assert!(
+        late_ms < 2_000,
+        "the OOM kill was reported {late_ms} ms after the test saw it (the bound is 2,000 ms)"
+    );
+    assert!(
+        target.wait(Duration::ZERO).is_none(),
+        "the target should live on: only its sibling was over the limit"
+    );
+    target.kill9();
+    let status = wait_exit(
+        &mut agent,
+        Duration::from_secs(15),
+        "after its target was killed",
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status of an attached sidekick"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Heartbeat file
 // ---------------------------------------------------------------------------

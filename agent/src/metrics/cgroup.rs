@@ -238,6 +238,15 @@ impl CgroupFiles {
             || self.psi.is_some()
     }
 
+    /// The memory controller's directory, and whether it is on the unified
+    /// (v2) hierarchy.
+    pub fn memory_dir(&self) -> Option<(&Path, bool)> {
+        match self.memory.as_ref()? {
+            Dir::V1(d) => Some((d.as_path(), false)),
+            Dir::V2(d) => Some((d.as_path(), true)),
+        }
+    }
+
     /// The cgroup's OOM-kill counter (v2 `memory.events` `oom_kill`, v1
     /// `memory.oom_control` `oom_kill`), if the kernel keeps one.
     pub fn oom_kill_count(&self) -> Option<u64> {

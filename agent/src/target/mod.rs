@@ -18,6 +18,7 @@
 mod crash;
 mod launch;
 mod logs;
+mod oom;
 mod process;
 mod watch;
 

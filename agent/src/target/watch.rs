@@ -1,14 +1,18 @@
 //! The watcher thread: resolve the target, wait for it to exit, tell the
 //! pipeline, look for its successor.
 //!
-//! Waiting is one `poll` on a pidfd (readable when the process exits) and on
-//! the read end of a stop pipe (closed when a stop is requested), which
-//! wakes only for the slower checks: a changed PID file every
-//! `rescan_interval`, the cgroup's OOM-kill counter every [`OOM_EVERY`].
+//! Waiting is one `poll` on a pidfd (readable when the process exits), on
+//! the read end of a stop pipe (closed when a stop is requested) and, where
+//! the kernel lets it be armed, on an OOM notifier of the target's memory
+//! cgroup (`oom.rs`), after which the OOM-kill counter is read at once and
+//! twice more within 2 s. The timer wakes only for the slower checks: a
+//! changed PID file every `rescan_interval`; the OOM-kill counter every
+//! [`OOM_EVERY`] without a notifier, every [`OOM_SAFETY`] with one.
 //! Without pidfd support it is a `/proc` check every [`TICK`].
 
 use super::crash::CrashContext;
 use super::launch::launch;
+use super::oom::OomNotifier;
 use super::process::{find_by_name, read_stat, Target, TargetInfo};
 use super::{deliver, Stopping};
 use crate::metrics::CgroupFiles;
@@ -16,7 +20,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::fd::OwnedFd;
+use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use sidekick_pipeline::{Attr, Chunk, LogRecord, Record};
 use std::borrow::Cow;
@@ -35,6 +39,14 @@ const TICK: Duration = Duration::from_millis(200);
 /// PID file needs checking (a kill of the target itself is seen at its
 /// exit, at once).
 const OOM_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the counter is read anyway when an OOM notifier is armed (a
+/// safety net: a v1 notification is for the cgroup's own limit only).
+const OOM_SAFETY: Duration = Duration::from_secs(60);
+
+/// After an OOM notification, the counter is read again after these delays:
+/// v1 notifies when the cgroup runs out of memory, before the kill.
+const OOM_RECHECKS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(2)];
 
 /// OTLP severity numbers of events.
 const INFO: i32 = 9;
@@ -346,33 +358,62 @@ impl Watcher {
             return Outcome::Exited(attached_exit(&target, None));
         }
         let cgroup = CgroupFiles::for_pid(target.pid);
+        let notifier = match (&pidfd, &cgroup) {
+            (Some(_), Some(cg)) => OomNotifier::arm(cg)
+                .map_err(|why| {
+                    tracing::debug!(pid = target.pid, %why, "no OOM notifier: the OOM-kill counter is read every {OOM_EVERY:?}");
+                })
+                .ok(),
+            _ => None,
+        };
         let mut oom_seen = cgroup.as_ref().and_then(CgroupFiles::oom_kill_count);
         let mut last_oom: Option<Instant> = None;
         let mut last_slow = Instant::now();
+        // When the counter is to be read again after a notification.
+        let mut rechecks: Vec<Instant> = Vec::new();
         let slow_every = match self.spec {
             TargetSpec::PidFile(_) => self.opts.rescan_interval,
+            _ if notifier.is_some() => OOM_SAFETY,
             _ => self.opts.rescan_interval.max(OOM_EVERY),
         };
         loop {
-            let exited = match &pidfd {
+            let (exited, notified) = match &pidfd {
                 Some(fd) => {
-                    let until_slow = slow_every.saturating_sub(last_slow.elapsed());
-                    let (exited, stopped) = self.stop.wait_with(fd, until_slow);
-                    if stopped {
+                    let now = Instant::now();
+                    let until = rechecks
+                        .iter()
+                        .fold(slow_every.saturating_sub(last_slow.elapsed()), |d, r| {
+                            d.min(r.saturating_duration_since(now))
+                        });
+                    // While rechecks are due the notifier is left out: a v2
+                    // cgroup under pressure (`high`, `max` events) could
+                    // otherwise wake the watcher up to 100 times a second.
+                    let listen = notifier.as_ref().filter(|_| rechecks.is_empty());
+                    let woke = self.stop.wait_with(fd, listen.map(OomNotifier::fd), until);
+                    if woke.stopped {
                         return Outcome::Stopped;
                     }
-                    exited
+                    (woke.exited, woke.notified)
                 }
                 None => {
                     if self.stop.wait(TICK) {
                         return Outcome::Stopped;
                     }
-                    !target.is_alive()
+                    (!target.is_alive(), false)
                 }
             };
+            let now = Instant::now();
+            if let (true, Some(n)) = (notified, &notifier) {
+                n.drain();
+                rechecks.extend(OOM_RECHECKS.iter().map(|d| now + *d));
+            }
+            let due = rechecks.iter().any(|r| *r <= now);
+            rechecks.retain(|r| *r > now);
             let slow = last_slow.elapsed() >= slow_every;
-            if slow || exited {
-                last_slow = Instant::now();
+            if slow || exited || notified || due {
+                if slow {
+                    last_slow = now;
+                }
                 let now_count = cgroup.as_ref().and_then(CgroupFiles::oom_kill_count);
                 if let (Some(before), Some(now)) = (oom_seen, now_count) {
                     if now > before {
@@ -490,20 +531,43 @@ impl StopPipe {
         self.fired
     }
 
-    /// Waits up to `d` for the process behind `pidfd` to exit or a stop:
-    /// (exited, stopping).
-    fn wait_with(&mut self, pidfd: &OwnedFd, d: Duration) -> (bool, bool) {
+    /// Waits up to `d` for the process behind `pidfd` to exit, `notifier`
+    /// to be readable, or a stop.
+    fn wait_with(
+        &mut self,
+        pidfd: &OwnedFd,
+        notifier: Option<BorrowedFd<'_>>,
+        d: Duration,
+    ) -> Woke {
         if self.fired {
-            return (false, true);
+            return Woke {
+                stopped: true,
+                ..Woke::default()
+            };
         }
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(pidfd, PollFlags::IN),
             PollFd::new(&self.read, PollFlags::IN),
         ];
+        if let Some(n) = notifier {
+            fds.push(PollFd::from_borrowed_fd(n, PollFlags::IN));
+        }
         poll_for(&mut fds, d);
         self.fired = !fds[1].revents().is_empty();
-        (!fds[0].revents().is_empty(), self.fired)
+        Woke {
+            exited: !fds[0].revents().is_empty(),
+            stopped: self.fired,
+            notified: fds.get(2).is_some_and(|f| !f.revents().is_empty()),
+        }
     }
+}
+
+/// What ended one wait of the watcher.
+#[derive(Debug, Default)]
+struct Woke {
+    exited: bool,
+    stopped: bool,
+    notified: bool,
 }
 
 impl Stopping for StopPipe {
