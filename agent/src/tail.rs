@@ -55,10 +55,12 @@ const RESCAN_GAP: Duration = Duration::from_millis(200);
 /// through changed, and at least every this many scans (a directory change
 /// a filesystem does not stamp, a wildcard directory with no file yet).
 const FULL_SCAN_EVERY: u32 = 12;
-/// The same where inotify covers every directory on a local filesystem: the
-/// full scan is then the only look at each idle file, a safety net (a lost
-/// event without an overflow notice), so it comes less often.
-const FULL_SCAN_EVERY_COVERED: u32 = 60;
+/// Where inotify covers every directory on a local filesystem, the timer
+/// scan comes every this many `scan_interval`s: it is then only a safety net
+/// (a lost event without an overflow notice), for growth (one `fstat` per
+/// open file) and, through the directories' mtimes, for new and renamed
+/// files; the globs are listed at every `FULL_SCAN_EVERY`th of these.
+const TIMER_EVERY_COVERED: u32 = 60;
 /// A directory modified this recently counts as changed: its mtime has the
 /// kernel's coarse clock, and an entry made in the same tick as our last
 /// look would not move it.
@@ -352,14 +354,15 @@ impl Tailer {
                     .is_none_or(|t| now.duration_since(t) >= RESCAN_GAP);
             if event_scan_due || now >= next_scan {
                 // A filesystem event lists the globs again; the timer does
-                // only if a directory changed. Where inotify covers every
-                // directory, the timer only brings the full scan that is
-                // the safety net, every `FULL_SCAN_EVERY_COVERED` intervals.
-                self.scan(event_scan_due || self.inotify_covers);
+                // only if a directory changed (or every `FULL_SCAN_EVERY`th
+                // time). Where inotify covers every directory, the timer
+                // scan is the safety net, every `TIMER_EVERY_COVERED`
+                // intervals.
+                self.scan(event_scan_due);
                 rescan = false;
                 next_scan = Instant::now()
                     + match self.inotify_covers {
-                        true => scan_every * FULL_SCAN_EVERY_COVERED,
+                        true => scan_every * TIMER_EVERY_COVERED,
                         false => scan_every,
                     };
             }
@@ -606,13 +609,8 @@ impl Tailer {
     /// and marks the files that grew.
     fn scan(&mut self, full: bool) {
         self.last_scan = Some(Instant::now());
-        let every = if self.inotify_covers {
-            FULL_SCAN_EVERY_COVERED
-        } else {
-            FULL_SCAN_EVERY
-        };
         let full = full
-            || self.light_scans + 1 >= every
+            || self.light_scans + 1 >= FULL_SCAN_EVERY
             || self.specs.iter().any(|c| !c.scanned && !c.removed)
             || self.dirs_changed();
         // The size each file at its path had when `consider` looked at it:
@@ -624,13 +622,8 @@ impl Tailer {
             self.list(&mut sizes);
         } else {
             // Nothing was added, removed or renamed in the directories:
-            // only growth is looked for, one `fstat` per open file, and not
-            // even that where inotify reports every write (until the next
-            // full scan, the safety net).
+            // only growth is looked for, one `fstat` per open file.
             self.light_scans += 1;
-            if self.inotify_covers {
-                return;
-            }
         }
         if !self.restored {
             self.restored = true;
@@ -747,7 +740,7 @@ impl Tailer {
         for p in current.keys() {
             if let Some(parent) = Path::new(p).parent() {
                 if !dirs.contains_key(parent) {
-                    self.light_scans = FULL_SCAN_EVERY_COVERED;
+                    self.light_scans = FULL_SCAN_EVERY;
                 }
             }
         }
@@ -780,8 +773,9 @@ impl Tailer {
     /// its old directory by device, inode and fingerprint, read from its
     /// checkpoint to its end, and let go.
     fn restore_rotated(&mut self) {
-        // Old path → (source, newest mtime of its rotations found).
-        let mut rotated: HashMap<PathBuf, (usize, i64)> = HashMap::new();
+        // Old path → (source, newest mtime of its rotations found, the
+        // checkpoint of one found with other content: copied and truncated).
+        let mut rotated: HashMap<PathBuf, (usize, i64, Option<Checkpoint>)> = HashMap::new();
         for (key, cp) in self.ledger.dormant() {
             let Some((dev, ino)) = key
                 .split_once(':')
@@ -823,18 +817,26 @@ impl Tailer {
                     Ok(matches_checkpoint(&file, &cp, size))
                 })
                 .unwrap_or(false);
-            if !same {
+            if !same && !is_rotation_of(&path, &old) {
                 // Not the file the checkpoint knew (inode reused): a file
                 // outside the globs is not ours to read.
                 self.ledger.forget(&key);
                 continue;
             }
+            // Not the content the checkpoint knew, under a rotated name:
+            // truncated and refilled (copytruncate), then rotated, while
+            // nobody looked. All of it is new: `open` reads a known inode
+            // whose checkpoint does not match from its start, and the copy
+            // is read from the checkpoint (`restore_unseen_rotations`).
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            match self.open(si, &path, (dev, ino), size, false, Some(&old)) {
+            match self.open(si, &path, (dev, ino), size, Start::Saved, Some(&old)) {
                 Ok(mut t) => {
                     let mtime = std::fs::metadata(&path).map_or(0, |m| m.mtime());
-                    let e = rotated.entry(old.clone()).or_insert((si, 0));
+                    let e = rotated.entry(old.clone()).or_insert((si, 0, None));
                     e.1 = e.1.max(mtime);
+                    if !same {
+                        e.2 = Some(cp.clone());
+                    }
                     tracing::info!(path = %path.display(), was = %old.display(), offset = t.consumed, "resuming a file rotated while sidekick was down");
                     t.rotated_at = Some(Instant::now());
                     self.adopt((dev, ino), t);
@@ -851,12 +853,16 @@ impl Tailer {
     /// Rotations of `old` newer than the newest one a checkpoint knew were
     /// created and rotated away while the agent was down (a writer that
     /// rotates faster than the agent restarts): read them from the start.
-    fn restore_unseen_rotations(&mut self, rotated: HashMap<PathBuf, (usize, i64)>) {
-        for (old, (si, newest)) in rotated {
-            let (Some(dir), Some(name)) = (old.parent(), old.file_name()) else {
+    /// One holding what a copied-and-truncated file's checkpoint knew (its
+    /// fingerprint) is that file's copy: read from the checkpoint.
+    fn restore_unseen_rotations(
+        &mut self,
+        rotated: HashMap<PathBuf, (usize, i64, Option<Checkpoint>)>,
+    ) {
+        for (old, (si, newest, copied)) in rotated {
+            let Some(dir) = old.parent() else {
                 continue;
             };
-            let prefix = format!("{}.", name.to_string_lossy());
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
@@ -865,19 +871,28 @@ impl Tailer {
                 let Ok(md) = e.metadata() else { continue };
                 let id = (md.dev(), md.ino());
                 if !md.is_file()
-                    || md.mtime() < newest
-                    || !e.file_name().to_string_lossy().starts_with(&prefix)
+                    || !is_rotation_of(&path, &old)
                     || self.files.contains_key(&id)
                     || self.by_path.values().any(|v| *v == id)
                     || self.excluded(si, &path)
                     || is_compressed(&path)
-                    || !self.make_room(id)
                 {
                     continue;
                 }
-                match self.open(si, &path, id, md.len(), true, Some(&old)) {
+                let copy = copied.as_ref().filter(|cp| {
+                    File::open(&path).is_ok_and(|f| matches_checkpoint(&f, cp, md.len()))
+                });
+                let start = match copy {
+                    Some(cp) => Start::At(cp.offset),
+                    None if md.mtime() < newest => continue,
+                    None => Start::Beginning,
+                };
+                if !self.make_room(id) {
+                    continue;
+                }
+                match self.open(si, &path, id, md.len(), start, Some(&old)) {
                     Ok(mut t) => {
-                        tracing::info!(path = %path.display(), "reading a rotation made while sidekick was down");
+                        tracing::info!(path = %path.display(), offset = t.consumed, "reading a rotation made while sidekick was down");
                         t.rotated_at = Some(Instant::now());
                         self.adopt(id, t);
                     }
@@ -1050,7 +1065,7 @@ impl Tailer {
             self.warn_once(key, &e);
             return None;
         }
-        match self.open(si, path, id, md.len(), false, None) {
+        match self.open(si, path, id, md.len(), Start::Saved, None) {
             Ok(t) => {
                 self.adopt(id, t);
                 Some((id, md.len()))
@@ -1064,14 +1079,14 @@ impl Tailer {
     }
 
     /// Opens a file to tail: from its checkpoint if one matches it, else
-    /// from 0 (`from_start`, or a new file) or its end (`start_at: end`).
+    /// as `from` says.
     fn open(
         &mut self,
         si: usize,
         path: &Path,
         id: FileId,
         size: u64,
-        from_start: bool,
+        from: Start,
         name: Option<&Path>,
     ) -> io::Result<Tailed> {
         let spec = &self.specs[si].spec;
@@ -1084,13 +1099,15 @@ impl Tailer {
         let resume = saved
             .filter(|cp| matches_checkpoint(&file, cp, size))
             .map(|cp| cp.offset);
-        let start = match resume {
-            Some(off) => off,
+        let start = match (resume, from) {
+            (Some(off), _) => off,
+            (None, Start::At(off)) => off.min(size),
             // A checkpoint knew this inode but not this content: a new file
             // (inode reused, or truncated while we were down).
-            None if known || from_start => 0,
-            None if !self.specs[si].scanned && spec.start_at == StartAt::End => size,
-            None => 0,
+            (None, Start::Beginning) => 0,
+            (None, _) if known => 0,
+            (None, _) if !self.specs[si].scanned && spec.start_at == StartAt::End => size,
+            (None, _) => 0,
         };
         if resume.is_none() {
             self.ledger.set_committed(source, start);
@@ -1607,6 +1624,32 @@ fn emit(f: &mut Tailed, line: Bytes, cut: bool, end: u64, observed: u64, out: &m
     }
 }
 
+/// Where `Tailer::open` starts a file that has no matching checkpoint of
+/// its own.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// At 0, or at its end for `start_at: end` before the first scan.
+    Saved,
+    /// At 0.
+    Beginning,
+    /// At this offset: a copy of a checkpointed file.
+    At(u64),
+}
+
+/// Whether `path` is named as a rotation of `old` in the same directory
+/// (`app.log.1`, `app.log.2026-11-27`: the old name, a dot, a suffix).
+fn is_rotation_of(path: &Path, old: &Path) -> bool {
+    let (Some(name), Some(old_name)) = (path.file_name(), old.file_name()) else {
+        return false;
+    };
+    path.parent() == old.parent()
+        && name.len() > old_name.len() + 1
+        && name
+            .as_encoded_bytes()
+            .starts_with(old_name.as_encoded_bytes())
+        && name.as_encoded_bytes()[old_name.len()] == b'.'
+}
+
 /// Whether a file starts like gzip, zstd, bzip2 or xz data (a compressed
 /// rotation, not a log to read).
 fn is_compressed(path: &Path) -> bool {
@@ -1901,8 +1944,9 @@ mod tests {
     /// Timer scans (as where inotify sends nothing) list the directory again
     /// only when it changed: growth is still seen through `fstat`, and new
     /// and rotated files through the directory's mtime. Where inotify
-    /// covers the directory, a timer scan leaves growth to it, and only
-    /// every `FULL_SCAN_EVERY_COVERED`th scan looks at each file.
+    /// covers the directory (the run loop then scans every
+    /// `TIMER_EVERY_COVERED` intervals), a timer scan still sees growth
+    /// inotify did not report: it is the safety net.
     #[test]
     fn timer_scans_see_growth_new_files_and_rotation_without_listing_a_quiet_directory() {
         let dir = tempfile::tempdir().unwrap();
@@ -1967,7 +2011,7 @@ mod tests {
             return;
         }
         // With inotify back (the tailer's loop would get the write as an
-        // event), timer scans look at no file until the full one.
+        // event), the listing finds every directory covered.
         t._watcher = watcher;
         t.watched.clear();
         std::fs::write(dir.path().join("c.log"), b"c1\n").unwrap();
@@ -1975,17 +2019,16 @@ mod tests {
         assert!(t.inotify_covers);
         settle();
         t.scan(false);
+        let light = t.light_scans;
         let mut b = std::fs::OpenOptions::new()
             .append(true)
             .open(dir.path().join("b.log"))
             .unwrap();
         b.write_all(b"b2\n").unwrap();
-        let mut scans = 0;
-        while t.light_scans + 1 < FULL_SCAN_EVERY_COVERED {
-            assert!(read(&mut t).is_empty(), "a light scan looked at the file");
-            scans += 1;
-        }
-        assert!(scans > 0);
-        assert_eq!(read(&mut t), ["b2"], "the full scan is the safety net");
+        // A write whose event was lost: the next timer scan reads it,
+        // without listing the quiet directory.
+        assert_eq!(read(&mut t), ["b2"], "the timer scan is the safety net");
+        assert_eq!(t.light_scans, light + 1);
+        assert!(t.inotify_covers);
     }
 }

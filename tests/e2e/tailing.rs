@@ -591,6 +591,46 @@ fn copytruncate_followed_by_a_larger_write_is_still_detected() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// While the agent is stopped, lines are written, then `app.log` is copied
+/// and truncated, refilled, then rotated by rename: the rotated file has the
+/// checkpointed inode but not its content (its fingerprint changed). It was
+/// truncated and refilled unseen, so the restarted agent reads it from its
+/// start, and the copy (the checkpointed content) from the checkpoint: every
+/// line arrives exactly once, the ones written before the copy included.
+#[test]
+fn copytruncate_refill_and_rotation_while_stopped_lose_nothing() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    append(&mut f, 0..12, "first", LINE_LEN);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = Agent::start(&cfg, s.path());
+    receiver.wait_for_logs(12, Duration::from_secs(15));
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    append(&mut f, 12..20, "down", LINE_LEN);
+    std::fs::copy(&app, s.log("app.log.c1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    append(&mut f, 20..267, "refill", LINE_LEN);
+    std::fs::rename(&app, s.log("app.log.1")).expect("rename");
+    let mut f = open_append(&app);
+    append(&mut f, 267..300, "new", LINE_LEN);
+    let agent = Agent::start(&cfg, s.path());
+    let records = collect(&receiver, 300, Duration::from_secs(15));
+    let report = SeqReport::new(
+        "app.log and app.log.1 after the restart",
+        300,
+        bodies(&records),
+    );
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let mut agent = agent;
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
 // ---------------------------------------------------------------------------
 // 3. kill -9 during rotation
 // ---------------------------------------------------------------------------
