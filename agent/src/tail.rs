@@ -241,10 +241,9 @@ pub struct Tailer {
     dirty: HashSet<FileId>,
     /// Files whose decoder holds a pending record (it has a deadline).
     pending: HashSet<FileId>,
-    tx: Sender<Chunk>,
-    ledger: Arc<Ledger>,
-    stats: Arc<TailStats>,
-    wake: Receiver<Wake>,
+    /// What reading a file needs besides the file: a field of its own, so
+    /// that it can be lent beside a file borrowed from `files`.
+    io: Io,
     _watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
     ctl: Control,
@@ -255,7 +254,6 @@ pub struct Tailer {
     lru: BTreeSet<(Instant, FileId)>,
     max_open: usize,
     warned: HashSet<String>,
-    crash: Option<Arc<CrashContext>>,
     /// Whether saved checkpoints no glob matched were looked for.
     restored: bool,
     last_scan: Option<Instant>,
@@ -307,10 +305,13 @@ impl Tailer {
                 by_path: HashMap::new(),
                 dirty: HashSet::new(),
                 pending: HashSet::new(),
-                tx,
-                ledger,
-                stats,
-                wake,
+                io: Io {
+                    tx,
+                    ledger,
+                    stats,
+                    wake,
+                    crash: None,
+                },
                 _watcher: watcher,
                 watched: HashSet::new(),
                 ctl: Control::default(),
@@ -318,7 +319,6 @@ impl Tailer {
                 lru: BTreeSet::new(),
                 max_open,
                 warned: HashSet::new(),
-                crash: None,
                 restored: false,
                 last_scan: None,
                 dirs: HashMap::new(),
@@ -331,7 +331,7 @@ impl Tailer {
 
     /// Keeps the last lines read in `crash`, for the target's exit event.
     pub fn with_crash_context(mut self, crash: Arc<CrashContext>) -> Self {
-        self.crash = Some(crash);
+        self.io.crash = Some(crash);
         self
     }
 
@@ -392,10 +392,10 @@ impl Tailer {
                 }
                 t
             };
-            match self.wake.recv_timeout(timeout) {
+            match self.io.wake.recv_timeout(timeout) {
                 Ok(w) => {
                     rescan |= self.on_wake(w);
-                    while let Ok(w) = self.wake.try_recv() {
+                    while let Ok(w) = self.io.wake.try_recv() {
                         rescan |= self.on_wake(w);
                     }
                 }
@@ -409,7 +409,7 @@ impl Tailer {
         if !self.ctl.closed {
             self.flush_pending();
         }
-        self.stats.open_files.store(0, Ordering::Relaxed);
+        self.io.stats.open_files.store(0, Ordering::Relaxed);
     }
 
     fn next_deadline(&self, next_scan: Instant) -> Duration {
@@ -480,14 +480,7 @@ impl Tailer {
         } else {
             self.pending.remove(&id);
         }
-        let io = Io {
-            tx: &self.tx,
-            stats: &self.stats,
-            wake: &self.wake,
-            ledger: &self.ledger,
-            crash: self.crash.as_deref(),
-        };
-        if send_records(f, out, &io, &mut self.ctl) {
+        if send_records(f, out, &self.io, &mut self.ctl) {
             true
         } else {
             self.ctl.closed = true;
@@ -558,7 +551,7 @@ impl Tailer {
             Wake::CatchUp(done) => {
                 self.scan(true);
                 while self.read_pass() && !self.ctl.stop {}
-                if let Some(crash) = &self.crash {
+                if let Some(crash) = &self.io.crash {
                     let partial: Vec<Bytes> = self
                         .files
                         .values()
@@ -634,7 +627,7 @@ impl Tailer {
             // right after, then a rotation before the restart, must not
             // leave the restarted agent without the rotated file's
             // checkpoint (it could not find the file again).
-            if let Err(e) = self.ledger.persist() {
+            if let Err(e) = self.io.ledger.persist() {
                 self.warn_once("checkpoint save".to_string(), &e);
             }
         }
@@ -776,7 +769,7 @@ impl Tailer {
         // Old path → (source, newest mtime of its rotations found, the
         // checkpoint of one found with other content: copied and truncated).
         let mut rotated: HashMap<PathBuf, (usize, i64, Option<Checkpoint>)> = HashMap::new();
-        for (key, cp) in self.ledger.dormant() {
+        for (key, cp) in self.io.ledger.dormant() {
             let Some((dev, ino)) = key
                 .split_once(':')
                 .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
@@ -789,7 +782,7 @@ impl Tailer {
                 .and_then(|p| p.as_str())
                 .map(PathBuf::from)
             else {
-                self.ledger.forget(&key);
+                self.io.ledger.forget(&key);
                 continue;
             };
             let found = old.parent().and_then(|dir| {
@@ -800,7 +793,7 @@ impl Tailer {
             });
             let Some(path) = found else {
                 tracing::debug!(path = %old.display(), "a checkpointed file is gone");
-                self.ledger.forget(&key);
+                self.io.ledger.forget(&key);
                 continue;
             };
             let si = self
@@ -820,7 +813,7 @@ impl Tailer {
             if !same && !is_rotation_of(&path, &old) {
                 // Not the file the checkpoint knew (inode reused): a file
                 // outside the globs is not ours to read.
-                self.ledger.forget(&key);
+                self.io.ledger.forget(&key);
                 continue;
             }
             // Not the content the checkpoint knew, under a rotated name:
@@ -962,14 +955,7 @@ impl Tailer {
                 let Some(f) = self.files.get_mut(&fid) else {
                     break;
                 };
-                let io = Io {
-                    tx: &self.tx,
-                    stats: &self.stats,
-                    wake: &self.wake,
-                    ledger: &self.ledger,
-                    crash: self.crash.as_deref(),
-                };
-                match read_file(f, &self.specs[f.spec].spec, &io, &mut self.ctl) {
+                match read_file(f, &self.specs[f.spec].spec, &self.io, &mut self.ctl) {
                     Ok(Outcome::More) => continue,
                     Ok(Outcome::Eof) => break,
                     Ok(Outcome::QueueClosed) => {
@@ -999,7 +985,8 @@ impl Tailer {
                 tracing::info!(path = %f.path.display(), "log source removed: file read to its end and let go");
             }
         }
-        self.stats
+        self.io
+            .stats
             .open_files
             .store(self.open_count as u64, Ordering::Relaxed);
     }
@@ -1094,7 +1081,7 @@ impl Tailer {
         let fp_len = (spec.fingerprint_bytes as u64).min(size) as usize;
         let fp = fingerprint(&file, fp_len)?;
         let key = format!("{}:{}", id.0, id.1);
-        let (source, saved) = self.ledger.source(&key);
+        let (source, saved) = self.io.ledger.source(&key);
         let known = saved.is_some();
         let resume = saved
             .filter(|cp| matches_checkpoint(&file, cp, size))
@@ -1110,7 +1097,7 @@ impl Tailer {
             (None, _) => 0,
         };
         if resume.is_none() {
-            self.ledger.set_committed(source, start);
+            self.io.ledger.set_committed(source, start);
         }
         let path_str = name.unwrap_or(path).to_string_lossy().into_owned();
         file.seek(SeekFrom::Start(start))?;
@@ -1136,7 +1123,7 @@ impl Tailer {
             decoder,
             sent: start,
         };
-        t.save_meta(&self.ledger);
+        t.save_meta(&self.io.ledger);
         Ok(t)
     }
 
@@ -1160,14 +1147,7 @@ impl Tailer {
             f.last_read = Instant::now();
             self.lru.insert((f.last_read, id));
             let spec = &self.specs[f.spec].spec;
-            let io = Io {
-                tx: &self.tx,
-                stats: &self.stats,
-                wake: &self.wake,
-                ledger: &self.ledger,
-                crash: self.crash.as_deref(),
-            };
-            let outcome = read_file(f, spec, &io, &mut self.ctl);
+            let outcome = read_file(f, spec, &self.io, &mut self.ctl);
             if f.decoder.pending_deadline().is_some() {
                 self.pending.insert(id);
             } else {
@@ -1204,7 +1184,8 @@ impl Tailer {
             }
             self.release(id);
         }
-        self.stats
+        self.io
+            .stats
             .open_files
             .store(self.open_count as u64, Ordering::Relaxed);
         more
@@ -1224,7 +1205,7 @@ impl Tailer {
         if let Some(f) = self.untrack(id) {
             tracing::debug!(path = %f.path.display(), "released");
             if f.rotated_at.is_some() || f.file.is_none() {
-                self.ledger.retire(f.source);
+                self.io.ledger.retire(f.source);
             }
         }
     }
@@ -1336,12 +1317,12 @@ enum Outcome {
 }
 
 /// What a file read talks to.
-struct Io<'a> {
-    tx: &'a Sender<Chunk>,
-    stats: &'a TailStats,
-    wake: &'a Receiver<Wake>,
-    ledger: &'a Ledger,
-    crash: Option<&'a CrashContext>,
+struct Io {
+    tx: Sender<Chunk>,
+    stats: Arc<TailStats>,
+    wake: Receiver<Wake>,
+    ledger: Arc<Ledger>,
+    crash: Option<Arc<CrashContext>>,
 }
 
 /// Reads one file up to its budget, sending a chunk per read.
@@ -1352,7 +1333,7 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         wake,
         ledger,
         ..
-    } = *io;
+    } = io;
     let read_end = f.read_end();
     let Some(file) = f.file.as_mut() else {
         return Ok(Outcome::Eof);
@@ -1445,7 +1426,7 @@ fn send_records(f: &mut Tailed, out: Vec<LogRecord>, io: &Io, ctl: &mut Control)
     io.stats
         .lines
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    if let Some(crash) = io.crash {
+    if let Some(crash) = &io.crash {
         crash.push_lines(out.iter().map(|l| &l.body));
     }
     let chunk = Chunk {
@@ -1455,7 +1436,7 @@ fn send_records(f: &mut Tailed, out: Vec<LogRecord>, io: &Io, ctl: &mut Control)
             offset: position,
         }),
     };
-    send(io.tx, chunk, io.wake, ctl)
+    send(&io.tx, chunk, &io.wake, ctl)
 }
 
 /// A file shorter than `fingerprint_bytes` when first seen: as it grows, its
