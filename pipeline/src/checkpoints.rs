@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The committed state of one source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,11 @@ pub enum CheckpointError {
 pub struct Checkpoints {
     dir: PathBuf,
     path: PathBuf,
+    /// `dir`, kept open for the `fsync` that makes a rename durable:
+    /// opening it for each save would cost two system calls and be an
+    /// inotify event for whoever watches its parent (the tailer, when
+    /// `data_dir` sits beside the logs).
+    dir_handle: Option<Arc<fs::File>>,
 }
 
 impl Checkpoints {
@@ -71,6 +77,7 @@ impl Checkpoints {
         Ok(Checkpoints {
             dir: data_dir.to_path_buf(),
             path: data_dir.join("checkpoints.json"),
+            dir_handle: fs::File::open(data_dir).ok().map(Arc::new),
         })
     }
 
@@ -119,8 +126,15 @@ impl Checkpoints {
         drop(f);
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
         // Make the rename itself durable.
-        if let Ok(d) = fs::File::open(&self.dir) {
-            let _ = d.sync_all();
+        match &self.dir_handle {
+            Some(d) => {
+                let _ = d.sync_all();
+            }
+            None => {
+                if let Ok(d) = fs::File::open(&self.dir) {
+                    let _ = d.sync_all();
+                }
+            }
         }
         Ok(())
     }
