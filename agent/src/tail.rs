@@ -288,7 +288,19 @@ impl Tailer {
             .min()
             .unwrap_or(usize::MAX);
         let fs_tx = wake_tx.clone();
-        let watcher = notify::recommended_watcher(move |ev| {
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            // Opens and reads (ours, or anyone's `tail` or `grep` of a log)
+            // and metadata changes say nothing a scan needs: the tailer is
+            // not woken for them. A close after writing is growth.
+            use notify::event::{AccessKind, AccessMode, ModifyKind};
+            use notify::EventKind;
+            if let Ok(e) = &ev {
+                match e.kind {
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => return,
+                    _ => {}
+                }
+            }
             let _ = fs_tx.send(Wake::Fs(ev));
         });
         let watcher = match watcher {
@@ -570,16 +582,10 @@ impl Tailer {
             Wake::Fs(Ok(ev)) => {
                 use notify::event::{AccessKind, AccessMode, ModifyKind};
                 use notify::EventKind;
-                match ev.kind {
-                    // Our own scans and reads open files and directories:
-                    // those events must not cause a scan, or the tailer
-                    // would wake itself forever.
-                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
-                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => {
-                        return false;
-                    }
-                    _ => {}
-                }
+                // Opens, reads and metadata changes were left out where
+                // the watcher sent them (`Tailer::new`): our own scans and
+                // reads must not cause a scan, or the tailer would wake
+                // itself forever.
                 let mut rescan = !matches!(
                     ev.kind,
                     EventKind::Modify(ModifyKind::Data(_))
