@@ -130,6 +130,10 @@ struct SpoolThread {
     memory_bytes: usize,
     /// An append failed and was reported; reset by the next good one.
     failing: bool,
+    /// The records of the line appended last, while the reader is just
+    /// before it ((global start, end, records)): sent without reading the
+    /// line back and parsing it.
+    fresh: Option<(u64, u64, Vec<Record>)>,
 }
 
 impl SpoolThread {
@@ -176,6 +180,7 @@ impl SpoolThread {
             memory: VecDeque::new(),
             memory_bytes: 0,
             failing: false,
+            fresh: None,
         };
         spool.collect(committed);
         let unsent = spool.unread_bytes();
@@ -256,6 +261,11 @@ impl SpoolThread {
         match self.write_line(&line) {
             Ok(()) => {
                 self.stats.records_spooled.fetch_add(records, Relaxed);
+                let end = self.segments.back().map_or(0, Segment::end);
+                let start = end - line.len() as u64;
+                if self.fresh.is_none() && self.read_at == start {
+                    self.fresh = Some((start, end, chunk.records));
+                }
                 if self.failing {
                     self.failing = false;
                     tracing::info!(dir = %self.dir.display(), "spool: appending works again");
@@ -447,6 +457,22 @@ impl SpoolThread {
     /// Reads the next whole lines (up to [`READ_MAX`] bytes, at least one
     /// line) from disk as a chunk positioned just past them.
     fn read_chunk(&mut self) -> Option<Chunk> {
+        match self.fresh.take() {
+            Some((start, end, records)) if start == self.read_at => {
+                self.read_at = end;
+                return Some(Chunk {
+                    records,
+                    position: Some(Position {
+                        source: self.source,
+                        offset: end,
+                    }),
+                });
+            }
+            // Not reached yet (lines before it are unread): kept.
+            Some(f) if f.0 > self.read_at => self.fresh = Some(f),
+            // Passed (its segment was dropped): read no more.
+            _ => {}
+        }
         loop {
             let idx = self.segments.iter().position(|s| s.end() > self.read_at)?;
             let seg = self.segments[idx];
