@@ -256,6 +256,9 @@ pub struct Tailer {
     warned: HashSet<String>,
     /// Whether saved checkpoints no glob matched were looked for.
     restored: bool,
+    /// Files found at start-up that a checkpoint knew with other content
+    /// (path, source spec, checkpoint), until `restore_rotated`.
+    truncated_while_down: Vec<(PathBuf, usize, Checkpoint)>,
     last_scan: Option<Instant>,
     /// The directories the last full scan listed (glob bases and the
     /// matched files' parents), with their mtimes then (`None`: missing).
@@ -332,6 +335,7 @@ impl Tailer {
                 max_open,
                 warned: HashSet::new(),
                 restored: false,
+                truncated_while_down: Vec::new(),
                 last_scan: None,
                 dirs: HashMap::new(),
                 light_scans: 0,
@@ -772,9 +776,20 @@ impl Tailer {
     /// its old directory by device, inode and fingerprint, read from its
     /// checkpoint to its end, and let go.
     fn restore_rotated(&mut self) {
-        // Old path → (source, newest mtime of its rotations found, the
-        // checkpoint of one found with other content: copied and truncated).
-        let mut rotated: HashMap<PathBuf, (usize, i64, Option<Checkpoint>)> = HashMap::new();
+        let mut rotated: HashMap<PathBuf, Rotated> = HashMap::new();
+        // Files at their path truncated while the agent was down: their
+        // copies are looked for among the rotations.
+        for (path, si, cp) in std::mem::take(&mut self.truncated_while_down) {
+            rotated.insert(
+                path,
+                Rotated {
+                    si,
+                    newest: i64::MAX,
+                    copied: Some(cp),
+                    copied_after: self.io.ledger.saved_at(),
+                },
+            );
+        }
         for (key, cp) in self.io.ledger.dormant() {
             let Some((dev, ino)) = key
                 .split_once(':')
@@ -831,10 +846,15 @@ impl Tailer {
             match self.open(si, &path, (dev, ino), size, Start::Saved, Some(&old)) {
                 Ok(mut t) => {
                     let mtime = std::fs::metadata(&path).map_or(0, |m| m.mtime());
-                    let e = rotated.entry(old.clone()).or_insert((si, 0, None));
-                    e.1 = e.1.max(mtime);
+                    let e = rotated.entry(old.clone()).or_insert(Rotated {
+                        si,
+                        newest: 0,
+                        copied: None,
+                        copied_after: None,
+                    });
+                    e.newest = e.newest.max(mtime);
                     if !same {
-                        e.2 = Some(cp.clone());
+                        e.copied = Some(cp.clone());
                     }
                     tracing::info!(path = %path.display(), was = %old.display(), offset = t.consumed, "resuming a file rotated while sidekick was down");
                     t.rotated_at = Some(Instant::now());
@@ -854,11 +874,14 @@ impl Tailer {
     /// rotates faster than the agent restarts): read them from the start.
     /// One holding what a copied-and-truncated file's checkpoint knew (its
     /// fingerprint) is that file's copy: read from the checkpoint.
-    fn restore_unseen_rotations(
-        &mut self,
-        rotated: HashMap<PathBuf, (usize, i64, Option<Checkpoint>)>,
-    ) {
-        for (old, (si, newest, copied)) in rotated {
+    fn restore_unseen_rotations(&mut self, rotated: HashMap<PathBuf, Rotated>) {
+        for (old, r) in rotated {
+            let Rotated {
+                si,
+                newest,
+                copied,
+                copied_after,
+            } = r;
             let Some(dir) = old.parent() else {
                 continue;
             };
@@ -878,8 +901,16 @@ impl Tailer {
                 {
                     continue;
                 }
+                // A copy made while the agent was down: created (its
+                // ctime, which no copy tool can preserve) after the last
+                // save of the run before.
+                let recent = copied_after.is_none_or(|t| {
+                    let ctime = std::time::UNIX_EPOCH
+                        + Duration::new(md.ctime().max(0) as u64, md.ctime_nsec().max(0) as u32);
+                    ctime >= t
+                });
                 let copy = copied.as_ref().filter(|cp| {
-                    File::open(&path).is_ok_and(|f| matches_checkpoint(&f, cp, md.len()))
+                    recent && File::open(&path).is_ok_and(|f| matches_checkpoint(&f, cp, md.len()))
                 });
                 let start = match copy {
                     Some(cp) => Start::At(cp.offset),
@@ -1090,8 +1121,16 @@ impl Tailer {
         let (source, saved) = self.io.ledger.source(&key);
         let known = saved.is_some();
         let resume = saved
+            .as_ref()
             .filter(|cp| matches_checkpoint(&file, cp, size))
             .map(|cp| cp.offset);
+        if let (Some(cp), None, Start::Saved, false) = (saved, resume, from, self.restored) {
+            // Found at start-up with other content than its checkpoint knew:
+            // truncated (and maybe refilled) while the agent was down. If it
+            // was copied first (copytruncate), the copy holds what was
+            // written after the checkpoint (`restore_rotated`).
+            self.truncated_while_down.push((path.to_path_buf(), si, cp));
+        }
         let start = match (resume, from) {
             (Some(off), _) => off,
             (None, Start::At(off)) => off.min(size),
@@ -1609,6 +1648,21 @@ fn emit(f: &mut Tailed, line: Bytes, cut: bool, end: u64, observed: u64, out: &m
     } else {
         f.decoder.push(line, end, observed, out);
     }
+}
+
+/// What `Tailer::restore_rotated` found of one old path, for
+/// `Tailer::restore_unseen_rotations`.
+struct Rotated {
+    /// The source spec the old path belongs to.
+    si: usize,
+    /// The newest mtime of its rotations found (later ones were made while
+    /// the agent was down); `i64::MAX`: look for a copy only.
+    newest: i64,
+    /// The checkpoint of a file that was found with other content (copied,
+    /// then truncated): a rotation holding that content is its copy.
+    copied: Option<Checkpoint>,
+    /// A copy must be newer than this (the last save of the run before).
+    copied_after: Option<std::time::SystemTime>,
 }
 
 /// Where `Tailer::open` starts a file that has no matching checkpoint of

@@ -86,6 +86,11 @@ impl Checkpoints {
         &self.path
     }
 
+    /// When the file was last written, if it exists.
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+    }
+
     /// Every source's checkpoint, empty when the file does not exist yet.
     pub fn load(&self) -> Result<BTreeMap<String, Checkpoint>, CheckpointError> {
         match fs::read(&self.path) {

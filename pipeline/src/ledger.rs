@@ -60,12 +60,15 @@ pub struct Ledger {
     /// snapshots (an older checkpoint over a newer one) or share the
     /// temporary file.
     saving: Mutex<()>,
+    /// The checkpoint file's mtime when it was loaded.
+    saved_at: Option<std::time::SystemTime>,
 }
 
 impl Ledger {
     /// A ledger for `outputs` outputs, loading committed positions from
     /// `store` (none: nothing is persisted, as for stdin-like sources).
     pub fn new(outputs: usize, store: Option<Checkpoints>) -> Result<Self, CheckpointError> {
+        let saved_at = store.as_ref().and_then(Checkpoints::modified);
         let dormant = match &store {
             Some(s) => s.load()?,
             None => BTreeMap::new(),
@@ -80,7 +83,14 @@ impl Ledger {
             idle: Condvar::new(),
             changed: Condvar::new(),
             saving: Mutex::new(()),
+            saved_at,
         })
+    }
+
+    /// When the checkpoints loaded at start were saved (the file's mtime):
+    /// the last save of the run before. `None` without a file.
+    pub fn saved_at(&self) -> Option<std::time::SystemTime> {
+        self.saved_at
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

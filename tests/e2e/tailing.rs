@@ -592,6 +592,51 @@ fn copytruncate_followed_by_a_larger_write_is_still_detected() {
 }
 
 /// While the agent is stopped, lines are written, then `app.log` is copied
+/// and truncated (logrotate's `copytruncate`) and written again. The lines
+/// written before the copy exist only in the copy: the restarted agent
+/// reads the copy from the checkpoint, and `app.log` from its start. An
+/// older rotation that starts like the copy (same first kilobyte) but was
+/// made before the agent stopped is left alone. Every line arrives exactly
+/// once.
+#[test]
+fn copytruncate_while_stopped_reads_the_copy_from_the_checkpoint() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    append(&mut f, 0..12, "first", LINE_LEN);
+    // An old rotation holding the same first lines, then others.
+    std::fs::copy(&app, s.log("app.log.2")).expect("copy");
+    append(
+        &mut open_append(&s.log("app.log.2")),
+        100..103,
+        "stale",
+        LINE_LEN,
+    );
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = Agent::start(&cfg, s.path());
+    receiver.wait_for_logs(12, Duration::from_secs(15));
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    append(&mut f, 12..20, "down", LINE_LEN);
+    std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    append(&mut f, 20..50, "after", LINE_LEN);
+    let mut agent = Agent::start(&cfg, s.path());
+    let records = collect(&receiver, 50, Duration::from_secs(15));
+    let report = SeqReport::new(
+        "app.log and its copy after the restart",
+        50,
+        bodies(&records),
+    );
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// While the agent is stopped, lines are written, then `app.log` is copied
 /// and truncated, refilled, then rotated by rename: the rotated file has the
 /// checkpointed inode but not its content (its fingerprint changed). It was
 /// truncated and refilled unseen, so the restarted agent reads it from its
