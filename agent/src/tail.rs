@@ -41,7 +41,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How much one `read` asks for.
 const READ_CHUNK: usize = crate::config::memory::READ_CHUNK as usize;
@@ -773,22 +773,20 @@ impl Tailer {
 
     /// After a restart: the saved checkpoints no glob matched name files
     /// rotated away while the agent was down (or gone). Each is looked for in
-    /// its old directory by device, inode and fingerprint, read from its
-    /// checkpoint to its end, and let go.
+    /// its old directory by device and inode, read from its checkpoint to
+    /// its end if its fingerprint matches (from its start if not, under a
+    /// rotated name: truncated and refilled), and let go.
     fn restore_rotated(&mut self) {
         let mut rotated: HashMap<PathBuf, Rotated> = HashMap::new();
         // Files at their path truncated while the agent was down: their
         // copies are looked for among the rotations.
+        let saved_at = self.io.ledger.saved_at();
         for (path, si, cp) in std::mem::take(&mut self.truncated_while_down) {
-            rotated.insert(
-                path,
-                Rotated {
-                    si,
-                    newest: i64::MAX,
-                    copied: Some(cp),
-                    copied_after: self.io.ledger.saved_at(),
-                },
-            );
+            rotated
+                .entry(path)
+                .or_insert_with(|| Rotated::new(si))
+                .copied
+                .push((cp, saved_at));
         }
         for (key, cp) in self.io.ledger.dormant() {
             let Some((dev, ino)) = key
@@ -831,9 +829,10 @@ impl Tailer {
                     Ok(matches_checkpoint(&file, &cp, size))
                 })
                 .unwrap_or(false);
-            if !same && !is_rotation_of(&path, &old) {
+            if !same && (!is_rotation_of(&path, &old) || is_compressed(&path)) {
                 // Not the file the checkpoint knew (inode reused): a file
-                // outside the globs is not ours to read.
+                // outside the globs, or a compressed rotation, is not ours
+                // to read.
                 self.io.ledger.forget(&key);
                 continue;
             }
@@ -846,15 +845,12 @@ impl Tailer {
             match self.open(si, &path, (dev, ino), size, Start::Saved, Some(&old)) {
                 Ok(mut t) => {
                     let mtime = std::fs::metadata(&path).map_or(0, |m| m.mtime());
-                    let e = rotated.entry(old.clone()).or_insert(Rotated {
-                        si,
-                        newest: 0,
-                        copied: None,
-                        copied_after: None,
-                    });
-                    e.newest = e.newest.max(mtime);
+                    let e = rotated
+                        .entry(old.clone())
+                        .or_insert_with(|| Rotated::new(si));
+                    e.newest = Some(e.newest.unwrap_or(0).max(mtime));
                     if !same {
-                        e.copied = Some(cp.clone());
+                        e.copied.push((cp.clone(), None));
                     }
                     tracing::info!(path = %path.display(), was = %old.display(), offset = t.consumed, "resuming a file rotated while sidekick was down");
                     t.rotated_at = Some(Instant::now());
@@ -872,22 +868,20 @@ impl Tailer {
     /// Rotations of `old` newer than the newest one a checkpoint knew were
     /// created and rotated away while the agent was down (a writer that
     /// rotates faster than the agent restarts): read them from the start.
-    /// One holding what a copied-and-truncated file's checkpoint knew (its
-    /// fingerprint) is that file's copy: read from the checkpoint.
+    /// A rotation holding what a copied-and-truncated file's checkpoint knew
+    /// (its fingerprint) is that file's copy: the newest such one (by
+    /// ctime) is read from the checkpoint, the others are left alone.
     fn restore_unseen_rotations(&mut self, rotated: HashMap<PathBuf, Rotated>) {
         for (old, r) in rotated {
-            let Rotated {
-                si,
-                newest,
-                copied,
-                copied_after,
-            } = r;
             let Some(dir) = old.parent() else {
                 continue;
             };
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
+            // Per copied checkpoint: its newest copy (ctime, path, id, size).
+            let mut copies: Vec<Option<(SystemTime, PathBuf, FileId, u64)>> =
+                vec![None; r.copied.len()];
             for e in entries.flatten() {
                 let path = e.path();
                 let Ok(md) = e.metadata() else { continue };
@@ -896,41 +890,67 @@ impl Tailer {
                     || !is_rotation_of(&path, &old)
                     || self.files.contains_key(&id)
                     || self.by_path.values().any(|v| *v == id)
-                    || self.excluded(si, &path)
+                    || self.excluded(r.si, &path)
                     || is_compressed(&path)
                 {
                     continue;
                 }
-                // A copy made while the agent was down: created (its
-                // ctime, which no copy tool can preserve) after the last
-                // save of the run before.
-                let recent = copied_after.is_none_or(|t| {
-                    let ctime = std::time::UNIX_EPOCH
-                        + Duration::new(md.ctime().max(0) as u64, md.ctime_nsec().max(0) as u32);
-                    ctime >= t
-                });
-                let copy = copied.as_ref().filter(|cp| {
-                    recent && File::open(&path).is_ok_and(|f| matches_checkpoint(&f, cp, md.len()))
-                });
-                let start = match copy {
-                    Some(cp) => Start::At(cp.offset),
-                    None if md.mtime() < newest => continue,
-                    None => Start::Beginning,
+                // A copy made while the agent was down was created (its
+                // ctime) after the last save of the run before. A rename
+                // moves a ctime too, so the fingerprint decides.
+                let ctime = UNIX_EPOCH
+                    + Duration::new(md.ctime().max(0) as u64, md.ctime_nsec().max(0) as u32);
+                let copy_of = if r.copied.is_empty() {
+                    None
+                } else {
+                    File::open(&path).ok().and_then(|f| {
+                        r.copied.iter().position(|(cp, after)| {
+                            after.is_none_or(|t| ctime >= t) && matches_checkpoint(&f, cp, md.len())
+                        })
+                    })
                 };
-                if !self.make_room(id) {
-                    continue;
-                }
-                match self.open(si, &path, id, md.len(), start, Some(&old)) {
-                    Ok(mut t) => {
-                        tracing::info!(path = %path.display(), offset = t.consumed, "reading a rotation made while sidekick was down");
-                        t.rotated_at = Some(Instant::now());
-                        self.adopt(id, t);
+                match copy_of {
+                    Some(i) => {
+                        if copies[i].as_ref().is_none_or(|c| c.0 < ctime) {
+                            copies[i] = Some((ctime, path, id, md.len()));
+                        }
                     }
-                    Err(e) => {
-                        let key = format!("open {}", path.display());
-                        self.warn_once(key, &e);
-                    }
+                    None if r.newest.is_none_or(|n| md.mtime() < n) => {}
+                    None => self.open_rotation(r.si, &path, id, md.len(), Start::Beginning, &old),
                 }
+            }
+            for (i, c) in copies.into_iter().enumerate() {
+                if let Some((_, path, id, len)) = c {
+                    let start = Start::At(r.copied[i].0.offset);
+                    self.open_rotation(r.si, &path, id, len, start, &old);
+                }
+            }
+        }
+    }
+
+    /// Opens a rotation found after a restart, to be read to its end and
+    /// let go.
+    fn open_rotation(
+        &mut self,
+        si: usize,
+        path: &Path,
+        id: FileId,
+        len: u64,
+        start: Start,
+        old: &Path,
+    ) {
+        if !self.make_room(id) {
+            return;
+        }
+        match self.open(si, path, id, len, start, Some(old)) {
+            Ok(mut t) => {
+                tracing::info!(path = %path.display(), offset = t.consumed, "reading a rotation made while sidekick was down");
+                t.rotated_at = Some(Instant::now());
+                self.adopt(id, t);
+            }
+            Err(e) => {
+                let key = format!("open {}", path.display());
+                self.warn_once(key, &e);
             }
         }
     }
@@ -1402,6 +1422,9 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         f.decoder.rewind(0, &mut out);
         f.fp_len = 0;
         f.fp = fingerprint(file, 0)?;
+        // Saved at once: a restart must not take the file for truncated
+        // again (and look for a copy) if it stays empty until then.
+        f.save_meta(ledger);
         // What was pending was read before the truncation: ship it, and
         // move the position back to the start.
         let position = f.position();
@@ -1655,14 +1678,24 @@ fn emit(f: &mut Tailed, line: Bytes, cut: bool, end: u64, observed: u64, out: &m
 struct Rotated {
     /// The source spec the old path belongs to.
     si: usize,
-    /// The newest mtime of its rotations found (later ones were made while
-    /// the agent was down); `i64::MAX`: look for a copy only.
-    newest: i64,
-    /// The checkpoint of a file that was found with other content (copied,
-    /// then truncated): a rotation holding that content is its copy.
-    copied: Option<Checkpoint>,
-    /// A copy must be newer than this (the last save of the run before).
-    copied_after: Option<std::time::SystemTime>,
+    /// The newest mtime of its rotations a checkpoint found: later ones
+    /// were made while the agent was down. `None`: none was found, and
+    /// only copies are looked for.
+    newest: Option<i64>,
+    /// Checkpoints of files found with other content than they knew
+    /// (copied, then truncated), each with the time a copy must be created
+    /// after (`None`: any time): a rotation holding that content is a copy.
+    copied: Vec<(Checkpoint, Option<SystemTime>)>,
+}
+
+impl Rotated {
+    fn new(si: usize) -> Self {
+        Rotated {
+            si,
+            newest: None,
+            copied: Vec::new(),
+        }
+    }
 }
 
 /// Where `Tailer::open` starts a file that has no matching checkpoint of
@@ -1677,8 +1710,9 @@ enum Start {
     At(u64),
 }
 
-/// Whether `path` is named as a rotation of `old` in the same directory
-/// (`app.log.1`, `app.log.2026-11-27`: the old name, a dot, a suffix).
+/// Whether `path` is named as a rotation of `old` in the same directory:
+/// the old name, a dot, dash or underscore, a suffix (`app.log.1`,
+/// logrotate's `dateext` `app.log-20261127`).
 fn is_rotation_of(path: &Path, old: &Path) -> bool {
     let (Some(name), Some(old_name)) = (path.file_name(), old.file_name()) else {
         return false;
@@ -1688,7 +1722,7 @@ fn is_rotation_of(path: &Path, old: &Path) -> bool {
         && name
             .as_encoded_bytes()
             .starts_with(old_name.as_encoded_bytes())
-        && name.as_encoded_bytes()[old_name.len()] == b'.'
+        && matches!(name.as_encoded_bytes()[old_name.len()], b'.' | b'-' | b'_')
 }
 
 /// Whether a file starts like gzip, zstd, bzip2 or xz data (a compressed

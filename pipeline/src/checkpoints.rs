@@ -53,9 +53,8 @@ pub struct Checkpoints {
     dir: PathBuf,
     path: PathBuf,
     /// `dir`, kept open for the `fsync` that makes a rename durable:
-    /// opening it for each save would cost two system calls and be an
-    /// inotify event for whoever watches its parent (the tailer, when
-    /// `data_dir` sits beside the logs).
+    /// opening it for each save would cost two system calls and raise an
+    /// inotify event for whoever watches its parent.
     dir_handle: Option<Arc<fs::File>>,
 }
 

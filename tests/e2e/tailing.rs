@@ -591,6 +591,53 @@ fn copytruncate_followed_by_a_larger_write_is_still_detected() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// While the agent is stopped, `app.log` is rotated to `app.log.1`, which
+/// is then compressed (deleted, and `app.log.1.gz` written): the `.gz` file
+/// may get the checkpointed inode back. Its content is not the checkpoint's,
+/// and a compressed rotation is never read: no gzip bytes arrive as lines.
+#[test]
+fn a_compressed_rotation_with_a_reused_inode_is_not_read() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    append(&mut f, 0..12, "first", LINE_LEN);
+    drop(f);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = Agent::start(&cfg, s.path());
+    receiver.wait_for_logs(12, Duration::from_secs(15));
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let (dev, ino) = dev_ino(&app);
+    std::fs::rename(&app, s.log("app.log.1")).expect("rename");
+    append(&mut open_append(&app), 12..20, "new", LINE_LEN);
+    std::fs::remove_file(s.log("app.log.1")).expect("delete");
+    let gz = s.log("app.log.1.gz");
+    let mut reused = false;
+    for i in 0..64 {
+        let probe = s.log(&format!("probe-{i}.tmp"));
+        // gzip's magic, then bytes that would pass for lines.
+        std::fs::write(&probe, b"\x1f\x8b\x08\x00 not a log line\nnor this\n").expect("write");
+        if dev_ino(&probe) == (dev, ino) {
+            std::fs::rename(&probe, &gz).expect("rename the probe into place");
+            reused = true;
+            break;
+        }
+    }
+    if !reused {
+        eprintln!("SKIPPED: the filesystem did not reuse inode {ino} in 64 tries");
+        return;
+    }
+    let mut agent = Agent::start(&cfg, s.path());
+    let records = collect(&receiver, 20, Duration::from_secs(15));
+    let report = SeqReport::new("app.log after the restart", 20, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
 /// While the agent is stopped, lines are written, then `app.log` is copied
 /// and truncated (logrotate's `copytruncate`) and written again. The lines
 /// written before the copy exist only in the copy: the restarted agent

@@ -40,8 +40,10 @@ const TICK: Duration = Duration::from_millis(200);
 /// exit, at once).
 const OOM_EVERY: Duration = Duration::from_secs(5);
 
-/// How often the counter is read anyway when an OOM notifier is armed (a
-/// safety net: a v1 notification is for the cgroup's own limit only).
+/// How often the counter is read anyway when an OOM notifier is armed: a
+/// safety net, since a v1 notifier is for the cgroup hitting a memory
+/// limit, and a kill by the host-wide OOM killer raises the counter
+/// without one (the target's own kill is seen at its exit at once).
 const OOM_SAFETY: Duration = Duration::from_secs(60);
 
 /// After an OOM notification, the counter is read again after these delays:
