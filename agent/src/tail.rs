@@ -782,6 +782,9 @@ impl Tailer {
         // copies are looked for among the rotations.
         let saved_at = self.io.ledger.saved_at();
         for (path, si, cp) in std::mem::take(&mut self.truncated_while_down) {
+            if !has_content(&cp) {
+                continue;
+            }
             rotated
                 .entry(path)
                 .or_insert_with(|| Rotated::new(si))
@@ -844,12 +847,16 @@ impl Tailer {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             match self.open(si, &path, (dev, ino), size, Start::Saved, Some(&old)) {
                 Ok(mut t) => {
-                    let mtime = std::fs::metadata(&path).map_or(0, |m| m.mtime());
+                    // To the nanosecond: a copy made a few milliseconds
+                    // before this file was truncated is older than it.
+                    let mtime = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(UNIX_EPOCH);
                     let e = rotated
                         .entry(old.clone())
                         .or_insert_with(|| Rotated::new(si));
-                    e.newest = Some(e.newest.unwrap_or(0).max(mtime));
-                    if !same {
+                    e.newest = Some(e.newest.unwrap_or(UNIX_EPOCH).max(mtime));
+                    if !same && has_content(&cp) {
                         e.copied.push((cp.clone(), None));
                     }
                     tracing::info!(path = %path.display(), was = %old.display(), offset = t.consumed, "resuming a file rotated while sidekick was down");
@@ -915,7 +922,9 @@ impl Tailer {
                             copies[i] = Some((ctime, path, id, md.len()));
                         }
                     }
-                    None if r.newest.is_none_or(|n| md.mtime() < n) => {}
+                    None if r
+                        .newest
+                        .is_none_or(|n| md.modified().map_or(true, |m| m <= n)) => {}
                     None => self.open_rotation(r.si, &path, id, md.len(), Start::Beginning, &old),
                 }
             }
@@ -1681,7 +1690,7 @@ struct Rotated {
     /// The newest mtime of its rotations a checkpoint found: later ones
     /// were made while the agent was down. `None`: none was found, and
     /// only copies are looked for.
-    newest: Option<i64>,
+    newest: Option<SystemTime>,
     /// Checkpoints of files found with other content than they knew
     /// (copied, then truncated), each with the time a copy must be created
     /// after (`None`: any time): a rotation holding that content is a copy.
@@ -1696,6 +1705,16 @@ impl Rotated {
             copied: Vec::new(),
         }
     }
+}
+
+/// Whether a checkpoint knew some content of its file (a fingerprint of at
+/// least one byte): only then can another file be told for its copy. An
+/// empty file's checkpoint (after a truncation) would match any file.
+fn has_content(cp: &Checkpoint) -> bool {
+    cp.meta
+        .get("fp_len")
+        .and_then(|v| v.as_u64())
+        .is_some_and(|n| n > 0)
 }
 
 /// Where `Tailer::open` starts a file that has no matching checkpoint of

@@ -591,6 +591,41 @@ fn copytruncate_followed_by_a_larger_write_is_still_detected() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// While the agent runs, `app.log` is copied and truncated after every line
+/// was shipped, then rotated by rename while still empty, and the new file
+/// is written; then a restart. The copy (made while the agent ran, holding
+/// only shipped lines, a few milliseconds older than the truncated file)
+/// is not read again: every line arrives exactly once (`tail_model` found
+/// 271 duplicates here).
+#[test]
+fn a_copy_made_while_running_is_not_read_again_after_a_restart() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let mut f = open_append(&app);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = Agent::start(&cfg, s.path());
+    append(&mut f, 0..271, "first", LINE_LEN);
+    receiver.wait_for_logs(271, Duration::from_secs(15));
+    std::fs::copy(&app, s.log("app.log.c1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    // Let the agent see the truncation (its checkpoint goes back to 0).
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::rename(&app, s.log("app.log.2")).expect("rename");
+    let mut f = open_append(&app);
+    append(&mut f, 271..566, "second", LINE_LEN);
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let mut agent = Agent::start(&cfg, s.path());
+    let records = collect(&receiver, 566, Duration::from_secs(15));
+    let report = SeqReport::new("app.log and its rotations", 566, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
 /// While the agent is stopped, `app.log` is rotated to `app.log.1`, which
 /// is then compressed (deleted, and `app.log.1.gz` written): the `.gz` file
 /// may get the checkpointed inode back. Its content is not the checkpoint's,
