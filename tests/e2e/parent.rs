@@ -886,6 +886,14 @@ impl TestCgroup {
     fn path(&self) -> &Path {
         &self.dir
     }
+
+    /// Whether process `pid` is in this cgroup.
+    fn holds(&self, pid: u32) -> bool {
+        std::fs::read_to_string(&self.procs)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim() == pid.to_string())
+    }
 }
 
 impl Drop for TestCgroup {
@@ -942,16 +950,10 @@ fn cgroup_oom_kill_is_reported() {
     );
     let mut child = Proc::spawn(Command::new("sh").arg("-c").arg(&script));
     let pid = child.pid();
-    let in_cgroup = |pid: u32| {
-        std::fs::read_to_string(&cg.procs)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.trim() == pid.to_string())
-    };
     wait_until(
         Duration::from_secs(10),
         "the target to join its cgroup",
-        || in_cgroup(pid),
+        || cg.holds(pid),
         || proc_state(pid),
     );
     let cfg = write_config(&s, &receiver, &Setup::default());
@@ -1025,16 +1027,10 @@ fn a_sibling_oom_kill_is_reported_while_the_target_lives() {
     };
     let mut target = Proc::spawn(Command::new("sh").arg("-c").arg(join("sleep 60")));
     let pid = target.pid();
-    let in_cgroup = |pid: u32| {
-        std::fs::read_to_string(&cg.procs)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.trim() == pid.to_string())
-    };
     wait_until(
         Duration::from_secs(10),
         "the target to join its cgroup",
-        || in_cgroup(pid),
+        || cg.holds(pid),
         || proc_state(pid),
     );
     let cfg = write_config(&s, &receiver, &Setup::default());
