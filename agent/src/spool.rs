@@ -12,7 +12,8 @@
 //! spool, and the [`Ledger`] commits the spool exactly as it commits a log
 //! file: only past what every output acknowledged. A segment is deleted
 //! once the committed offset is past its end; after `kill -9` a restart
-//! reads again from the committed offset (at-least-once).
+//! reads again from the last saved offset (at-least-once: the spool's
+//! position is saved at most [`SAVE_DELAY`] after it moves).
 //!
 //! One thread does both sides: it waits on "a chunk came in" and "the queue
 //! has room for the chunk read last" at once (`crossbeam_channel::Select`),
@@ -53,6 +54,12 @@ const ROLL_ACKED: u64 = 256 << 10;
 const MEMORY_MAX: usize = 4 << 20;
 /// Chunks waiting for the spool thread.
 const INPUT_CAPACITY: usize = 16;
+/// Longest an acknowledged move of the spool waits for its checkpoint save
+/// (a log file's move saves it at once). A save is a write, a rename and two
+/// `fsync`s, and with metrics every 10 s the spool moves six times a minute;
+/// after a crash, what was acknowledged in the last seconds before it is
+/// sent again (the spool is at-least-once).
+const SAVE_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The spool's counters, shared with whatever reports them.
 #[derive(Debug, Default)]
@@ -141,6 +148,7 @@ impl SpoolThread {
     /// cannot be read is reported, and appending tries again later.
     fn open(dir: PathBuf, max_bytes: u64, ledger: Arc<Ledger>, stats: Arc<SpoolStats>) -> Self {
         let (source, saved) = ledger.source(LEDGER_KEY);
+        ledger.save_lazily(source, SAVE_DELAY);
         let committed = saved.map_or(0, |c| c.offset);
         let mut segments = Vec::new();
         match fs::read_dir(&dir) {

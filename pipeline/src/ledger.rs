@@ -25,6 +25,9 @@ struct Source {
     key: String,
     committed: Checkpoint,
     live: bool,
+    /// Set by [`Ledger::save_lazily`]: how long an acknowledged move of
+    /// this source may wait for its save.
+    lazy: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -43,6 +46,8 @@ struct State {
     dormant: BTreeMap<String, Checkpoint>,
     pending: VecDeque<Pending>,
     dirty: bool,
+    /// When a lazy source's unsaved move must be saved at the latest.
+    lazy_due: Option<Instant>,
     /// Set by [`Ledger::stop_waiting`]: waits return at once.
     no_waiting: bool,
 }
@@ -117,6 +122,7 @@ impl Ledger {
                 meta: serde_json::Value::Null,
             }),
             live: true,
+            lazy: None,
         });
         st.by_key.insert(key.to_string(), id);
         (id, saved)
@@ -131,6 +137,17 @@ impl Ledger {
             .iter()
             .map(|(k, c)| (k.clone(), c.clone()))
             .collect()
+    }
+
+    /// Lets the acknowledged moves of source `id` wait up to `delay` for
+    /// their save (any other save takes them along), instead of a save each:
+    /// for a source whose records may be sent twice after a crash, and that
+    /// moves often (the spool: a move per metrics sample, where each save
+    /// is a write, a rename and two `fsync`s).
+    pub fn save_lazily(&self, id: SourceId, delay: Duration) {
+        if let Some(s) = self.lock().sources.get_mut(id.0 as usize) {
+            s.lazy = Some(delay);
+        }
     }
 
     /// Drops a dormant checkpoint whose source is gone for good.
@@ -226,17 +243,31 @@ impl Ledger {
         while st.pending.front().is_some_and(|p| p.remaining == 0) {
             if let Some(done) = st.pending.pop_front() {
                 let mut moved = false;
+                let mut lazy_due = st.lazy_due;
                 for pos in done.positions {
                     // The latest position wins, not the largest: a source
                     // truncated and read again from 0 must commit small offsets.
                     if let Some(s) = st.sources.get_mut(pos.source.0 as usize) {
                         // A batch of metrics alone, or of records that did
                         // not move their source, leaves nothing to save.
-                        moved |= s.committed.offset != pos.offset;
+                        if s.committed.offset != pos.offset {
+                            match s.lazy {
+                                Some(delay) if lazy_due.is_none() => {
+                                    lazy_due = Some(Instant::now() + delay);
+                                }
+                                Some(_) => {}
+                                None => moved = true,
+                            }
+                        }
                         s.committed.offset = pos.offset;
                     }
                 }
                 st.dirty |= moved;
+                if lazy_due != st.lazy_due {
+                    st.lazy_due = lazy_due;
+                    // The persister waits for the new due time.
+                    self.changed.notify_all();
+                }
             }
         }
         if st.pending.is_empty() {
@@ -250,15 +281,28 @@ impl Ledger {
     /// Waits up to `timeout` for committed positions to change since the
     /// last [`Ledger::persist`]; returns whether they did. Lets a persister
     /// save each advance promptly (saves coalesce while one is being written)
-    /// without a polling timer. Returns at once after
+    /// without a polling timer. A lazy source's move counts once its delay
+    /// is over ([`Ledger::save_lazily`]). Returns at once after
     /// [`Ledger::stop_waiting`].
     pub fn wait_changed(&self, timeout: Duration) -> bool {
-        let st = self.lock();
-        let (st, _) = self
-            .changed
-            .wait_timeout_while(st, timeout, |st| !st.dirty && !st.no_waiting)
-            .unwrap_or_else(|p| p.into_inner());
-        st.dirty
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let now = Instant::now();
+            let lazy_ready = st.lazy_due.is_some_and(|due| due <= now);
+            if st.dirty || lazy_ready || st.no_waiting {
+                return st.dirty || lazy_ready || (st.no_waiting && st.lazy_due.is_some());
+            }
+            if now >= deadline {
+                return false;
+            }
+            let until = st.lazy_due.map_or(deadline, |due| due.min(deadline));
+            st = self
+                .changed
+                .wait_timeout(st, until - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     /// Ends the present [`Ledger::wait_changed`] and every later one at
@@ -313,7 +357,7 @@ impl Ledger {
     }
 
     /// Writes the committed positions to the checkpoint file if they changed
-    /// since the last write.
+    /// since the last write (lazy sources' moves included, due or not).
     pub fn persist(&self) -> Result<(), CheckpointError> {
         let Some(store) = &self.store else {
             return Ok(());
@@ -321,10 +365,11 @@ impl Ledger {
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = {
             let mut st = self.lock();
-            if !st.dirty {
+            if !st.dirty && st.lazy_due.is_none() {
                 return Ok(());
             }
             st.dirty = false;
+            st.lazy_due = None;
             let mut m = st.dormant.clone();
             for s in st.sources.iter().filter(|s| s.live) {
                 m.insert(s.key.clone(), s.committed.clone());
@@ -462,6 +507,53 @@ mod tests {
         l.stop_waiting();
         assert!(waiter.join().unwrap() < Duration::from_secs(5));
         assert!(!l.wait_changed(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_lazy_source_is_saved_after_its_delay_or_with_another_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+        let (spool, _) = l.source("spool");
+        let (file, _) = l.source("file-1");
+        l.save_lazily(spool, Duration::from_millis(300));
+        l.persist().unwrap();
+        let saved = |key: &str| store.load().unwrap().get(key).map(|c| c.offset);
+
+        // A lazy move alone: no save asked for before its delay...
+        let b = l.begin_batch(pos(spool, 10));
+        l.ack(b);
+        assert!(!l.wait_changed(Duration::ZERO));
+        // ...and one asked for when it is over, by a persister that would
+        // otherwise sleep longer.
+        let t = Instant::now();
+        assert!(l.wait_changed(Duration::from_secs(20)));
+        let waited = t.elapsed();
+        assert!(
+            (Duration::from_millis(250)..Duration::from_secs(5)).contains(&waited),
+            "{waited:?}"
+        );
+        l.persist().unwrap();
+        assert_eq!(saved("spool"), Some(10));
+        assert!(!l.wait_changed(Duration::ZERO));
+
+        // A file's move is saved at once, and takes the lazy move along.
+        let b = l.begin_batch(pos(spool, 20));
+        l.ack(b);
+        let b = l.begin_batch(pos(file, 5));
+        l.ack(b);
+        assert!(l.wait_changed(Duration::ZERO));
+        l.persist().unwrap();
+        assert_eq!((saved("spool"), saved("file-1")), (Some(20), Some(5)));
+        assert!(!l.wait_changed(Duration::from_millis(400)));
+
+        // At shutdown a lazy move not yet due is saved too.
+        let b = l.begin_batch(pos(spool, 30));
+        l.ack(b);
+        l.stop_waiting();
+        assert!(l.wait_changed(Duration::from_secs(20)));
+        l.persist().unwrap();
+        assert_eq!(saved("spool"), Some(30));
     }
 
     #[test]
