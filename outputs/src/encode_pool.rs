@@ -10,9 +10,16 @@
 //! scratch buffer from one batch to the next: nothing batch-sized is
 //! allocated per batch but the compressed body.
 //!
+//! A batch is handed to the pool only once an encoder is free for it
+//! ([`EncodePool::reserve`], which the batcher thread waits on): a batch
+//! that waited in the pool's queue would hold its records and the read
+//! buffers they point into (about 2.6 MiB for a full batch of 217-byte
+//! lines) while encoded batches need only their compressed bodies.
+//!
 //! Invariant: a job's result is delivered exactly once, or its receiver sees
 //! the sender dropped (the job panicked, or the pool is gone); a panicking
-//! job does not take its thread down.
+//! job does not take its thread down. A [`Permit`] is given back when its
+//! job ends, however it ends.
 
 use crate::compress::Compressor;
 use std::panic::AssertUnwindSafe;
@@ -37,12 +44,28 @@ type Job = Box<dyn FnOnce(&mut EncoderState) + Send>;
 #[derive(Debug, Clone)]
 pub(crate) struct EncodePool {
     jobs: crossbeam_channel::Sender<Job>,
+    /// One message per job reserved and not yet finished: a bounded
+    /// channel with a place per encoder thread, used as a semaphore.
+    taken: crossbeam_channel::Sender<()>,
+    given_back: crossbeam_channel::Receiver<()>,
+}
+
+/// An encoder thread reserved for one job ([`EncodePool::reserve`]); given
+/// back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit(crossbeam_channel::Receiver<()>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
+    }
 }
 
 impl EncodePool {
     /// Starts `threads` encoder threads.
     pub(crate) fn start(threads: usize) -> std::io::Result<EncodePool> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (taken, given_back) = crossbeam_channel::bounded(threads.max(1));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             std::thread::Builder::new()
@@ -61,7 +84,19 @@ impl EncodePool {
                     }
                 })?;
         }
-        Ok(EncodePool { jobs: tx })
+        Ok(EncodePool {
+            jobs: tx,
+            taken,
+            given_back,
+        })
+    }
+
+    /// Waits until an encoder thread is free for one more job, and reserves
+    /// it. From plain threads only (it blocks).
+    pub(crate) fn reserve(&self) -> Permit {
+        // Cannot fail: the pool holds the receiving side.
+        let _ = self.taken.send(());
+        Permit(self.given_back.clone())
     }
 
     /// How many encoder threads suit `in_flight` batches in flight at once
@@ -73,15 +108,19 @@ impl EncodePool {
         cores.min(in_flight).clamp(1, 4)
     }
 
-    /// Runs `f` on an encoder thread; `None` if it panicked or the pool is
-    /// gone.
+    /// Runs `f` on an encoder thread reserved by `permit`, which is given
+    /// back as soon as `f` returns (or panics); `None` if it panicked or the
+    /// pool is gone.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        permit: Permit,
         f: impl FnOnce(&mut EncoderState) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |state| {
-            let _ = tx.send(f(state));
+            let out = f(state);
+            drop(permit);
+            let _ = tx.send(out);
         });
         self.jobs.send(job).ok()?;
         rx.await.ok()
@@ -96,16 +135,19 @@ mod tests {
     async fn runs_jobs_off_the_runtime_and_survives_a_panic() {
         let pool = EncodePool::start(2).unwrap();
         let name = pool
-            .run(|_| std::thread::current().name().map(str::to_string))
+            .run(pool.reserve(), |_| {
+                std::thread::current().name().map(str::to_string)
+            })
             .await
             .unwrap();
         assert!(name.unwrap().starts_with("sidekick-enc-"));
-        let panicked: Option<()> = pool.run(|_| panic!("encoder bug")).await;
+        let panicked: Option<()> = pool.run(pool.reserve(), |_| panic!("encoder bug")).await;
         assert!(panicked.is_none());
-        // Both threads still work after the panic.
+        // Both threads still work after the panic, and its permit came back
+        // (with one lost, the 2-thread pool could reserve only one).
         for i in 0..8 {
             assert_eq!(
-                pool.run(move |s| {
+                pool.run(pool.reserve(), move |s| {
                     s.scratch.push(1);
                     i * 2
                 })
@@ -113,6 +155,17 @@ mod tests {
                 Some(i * 2)
             );
         }
+        let (a, b) = (pool.reserve(), pool.reserve());
+        assert!(
+            pool.taken.try_send(()).is_err(),
+            "a third reservation waits"
+        );
+        drop(a);
+        assert!(
+            pool.taken.try_send(()).is_ok(),
+            "a permit given back frees a place"
+        );
+        drop(b);
         assert!((1..=4).contains(&EncodePool::threads_for(16)));
         assert_eq!(EncodePool::threads_for(1), 1);
     }

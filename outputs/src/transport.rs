@@ -25,7 +25,7 @@
 
 use crate::backoff::Backoff;
 use crate::compress::Compression;
-use crate::encode_pool::{EncodePool, EncoderState};
+use crate::encode_pool::{EncodePool, EncoderState, Permit};
 use crate::{ndjson, otlp, redact_url, Resource, Secret};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
@@ -399,7 +399,10 @@ impl Outputs {
             let slot = o.slots.acquire();
             match &o.route {
                 Route::Http(h) => {
-                    self.rt.spawn(h.clone().deliver(batch.clone(), slot));
+                    // Handed on only once an encoder is free for it.
+                    let permit = h.pool.reserve();
+                    self.rt
+                        .spawn(h.clone().deliver(batch.clone(), slot, permit));
                 }
                 Route::Writer(tx) => {
                     if tx
@@ -824,13 +827,17 @@ impl HttpOutput {
     }
 
     /// Delivers one batch and acknowledges it; releases `slot` when done.
-    async fn deliver(self: Arc<Self>, batch: Arc<Batch>, mut slot: Slot) {
+    async fn deliver(self: Arc<Self>, batch: Arc<Batch>, mut slot: Slot, permit: Permit) {
         let (id, records, logs_in_batch) = (batch.id, batch.len(), batch.logs.len());
         let this = self.clone();
         // The batch moves to the encoder: once encoded, its records (and the
         // read buffers they point into) are released, while the request and
         // its retries need only the compressed bodies.
-        let parts = match self.pool.run(move |st| this.encode(&batch, st)).await {
+        let parts = match self
+            .pool
+            .run(permit, move |st| this.encode(&batch, st))
+            .await
+        {
             Some(Ok(parts)) => parts,
             Some(Err(e)) => return self.fail_encode(id, records, &e.to_string()),
             None => return self.fail_encode(id, records, "the encoder panicked"),
