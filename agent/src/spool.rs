@@ -393,6 +393,10 @@ impl SpoolThread {
             self.reader = None;
         }
         self.read_at = self.read_at.max(seg.end());
+        // Offsets are never reused: a segment opened after this one went
+        // (the last one, rolled once acknowledged) starts past its end, not
+        // at an offset the reader and the ledger have already passed.
+        self.next_offset = self.next_offset.max(seg.end());
         if let Err(e) = fs::remove_file(self.segment_path(seg.start)) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(segment = %self.segment_path(seg.start).display(), error = %e,
@@ -924,6 +928,42 @@ mod tests {
         drop(tx);
         h.join().unwrap();
         assert_eq!(segments(dir.path()), 0, "acknowledged segments deleted");
+    }
+
+    #[test]
+    fn samples_after_a_rolled_and_deleted_segment_are_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = ledger(dir.path());
+        let (q, rx) = sidekick_pipeline::queue::bounded(64);
+        let (tx, stats, h) = start_joinable(dir.path(), 64 << 20, l.clone(), q);
+        let mut got = Vec::new();
+        let mut take = |tx: &Sender<Chunk>, from: u64, to: u64| {
+            for t in from..to {
+                tx.send(sample(t, 10)).unwrap();
+                let c = rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|_| panic!("sample {t} was spooled but never sent"));
+                ack(&l, &c);
+                got.push(c);
+                // Wakes the spool thread after the acknowledgement (it
+                // appends nothing): it looks at what was acknowledged.
+                tx.send(sample(t, 0)).unwrap();
+            }
+        };
+        // About 1.6 KiB a sample: past ROLL_ACKED, the acknowledged active
+        // segment is closed and deleted; later samples go to a new one.
+        take(&tx, 0, 200);
+        take(&tx, 200, 400);
+        let first = dir.path().join("spool").join(format!("{:020}.seg", 0));
+        assert!(
+            !first.exists(),
+            "the first segment was rolled and deleted: {:?}",
+            fs::metadata(&first).map(|m| m.len())
+        );
+        drop(tx);
+        h.join().unwrap();
+        assert_eq!(times(&got), (0..400).collect::<Vec<_>>());
+        assert_eq!(stats.records_dropped.load(Relaxed), 0);
     }
 
     #[test]
