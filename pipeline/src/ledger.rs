@@ -516,28 +516,35 @@ mod tests {
         let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
         let (spool, _) = l.source("spool");
         let (file, _) = l.source("file-1");
-        l.save_lazily(spool, Duration::from_millis(300));
+        let delay = Duration::from_secs(1);
+        l.save_lazily(spool, delay);
         l.persist().unwrap();
         let saved = |key: &str| store.load().unwrap().get(key).map(|c| c.offset);
 
         // A lazy move alone: no save asked for before its delay...
+        let t = Instant::now();
         let b = l.begin_batch(pos(spool, 10));
         l.ack(b);
-        assert!(!l.wait_changed(Duration::ZERO));
-        // ...and one asked for when it is over, by a persister that would
-        // otherwise sleep longer.
-        let t = Instant::now();
+        if t.elapsed() < delay / 2 {
+            assert!(!l.wait_changed(Duration::ZERO));
+        }
+        // ...nor put off by a second move before it is due...
+        std::thread::sleep(delay / 2);
+        let b = l.begin_batch(pos(spool, 15));
+        l.ack(b);
+        // ...and one asked for when the first move's delay is over, by a
+        // persister that would otherwise sleep longer.
         assert!(l.wait_changed(Duration::from_secs(20)));
         let waited = t.elapsed();
         assert!(
-            (Duration::from_millis(250)..Duration::from_secs(5)).contains(&waited),
-            "{waited:?}"
+            (delay..delay * 3 / 2).contains(&waited),
+            "saved {waited:?} after the first move, with a delay of {delay:?}"
         );
         l.persist().unwrap();
-        assert_eq!(saved("spool"), Some(10));
+        assert_eq!(saved("spool"), Some(15));
         assert!(!l.wait_changed(Duration::ZERO));
 
-        // A file's move is saved at once, and takes the lazy move along.
+        // A file's move is saved at once, and takes a lazy move along.
         let b = l.begin_batch(pos(spool, 20));
         l.ack(b);
         let b = l.begin_batch(pos(file, 5));
@@ -545,12 +552,14 @@ mod tests {
         assert!(l.wait_changed(Duration::ZERO));
         l.persist().unwrap();
         assert_eq!((saved("spool"), saved("file-1")), (Some(20), Some(5)));
-        assert!(!l.wait_changed(Duration::from_millis(400)));
+        assert!(!l.wait_changed(delay + delay / 2), "nothing left to save");
 
-        // At shutdown a lazy move not yet due is saved too.
+        // At shutdown: nothing to save is nothing; a lazy move not yet due
+        // is saved.
+        l.stop_waiting();
+        assert!(!l.wait_changed(Duration::from_secs(20)));
         let b = l.begin_batch(pos(spool, 30));
         l.ack(b);
-        l.stop_waiting();
         assert!(l.wait_changed(Duration::from_secs(20)));
         l.persist().unwrap();
         assert_eq!(saved("spool"), Some(30));
