@@ -305,7 +305,11 @@ impl SpoolThread {
     /// Appends one whole line to the active segment, opening one if needed.
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         if let (Some(seg), Some(_)) = (self.segments.back(), &self.active) {
-            if seg.len >= self.segment_max {
+            // Full, or acknowledged and big enough to roll: a fresh segment,
+            // so that the acknowledged one can be deleted.
+            if seg.len >= self.segment_max
+                || (seg.len >= ROLL_ACKED && seg.end() <= self.ledger.committed(self.source))
+            {
                 self.active = None;
             }
         }
@@ -951,7 +955,8 @@ mod tests {
             }
         };
         // About 1.6 KiB a sample: past ROLL_ACKED, the acknowledged active
-        // segment is closed and deleted; later samples go to a new one.
+        // segment is closed and deleted when the thread looks (here at the
+        // wake after an acknowledgement); later samples go to a new one.
         take(&tx, 0, 200);
         take(&tx, 200, 400);
         let first = dir.path().join("spool").join(format!("{:020}.seg", 0));
@@ -964,6 +969,35 @@ mod tests {
         h.join().unwrap();
         assert_eq!(times(&got), (0..400).collect::<Vec<_>>());
         assert_eq!(stats.records_dropped.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn an_acknowledged_spool_rolls_at_the_next_append_and_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = ledger(dir.path());
+        let (q, rx) = sidekick_pipeline::queue::bounded(64);
+        let (tx, stats, h) = start_joinable(dir.path(), 64 << 20, l.clone(), q);
+        let mut got = Vec::new();
+        let mut most = 0;
+        for t in 0..600 {
+            tx.send(sample(t, 10)).unwrap();
+            let c = rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("sample {t} was spooled but never sent"));
+            ack(&l, &c);
+            got.push(c);
+            most = most.max(stats.bytes.load(Relaxed));
+        }
+        drop(tx);
+        h.join().unwrap();
+        assert_eq!(times(&got), (0..600).collect::<Vec<_>>());
+        // About 960 KiB went through; once acknowledged, at most about
+        // ROLL_ACKED and a sample were kept (an 8 MiB segment without the
+        // roll).
+        assert!(
+            most <= ROLL_ACKED + (4 << 10),
+            "spool held {most} bytes at most"
+        );
     }
 
     #[test]
