@@ -620,6 +620,12 @@ impl Tailer {
         // a file still at its path needs no second look (`fstat`).
         let mut sizes: HashMap<FileId, u64> = HashMap::new();
         let tailed_before = self.files.len();
+        // At start-up, a file found truncated is saved with its new content
+        // only together with the copy that holds its unread lines
+        // (`restore_rotated`): a crash in between must not leave a
+        // checkpoint that matches the truncated file and no record of the
+        // copy.
+        let hold = (!self.restored).then(|| self.io.ledger.hold_saves());
         if full {
             self.light_scans = 0;
             self.list(&mut sizes);
@@ -632,6 +638,7 @@ impl Tailer {
             self.restored = true;
             self.restore_rotated();
         }
+        drop(hold);
         if self.files.len() > tailed_before {
             // Files just opened are saved before they are read: a crash
             // right after, then a rotation before the restart, must not

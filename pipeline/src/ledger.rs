@@ -50,6 +50,23 @@ struct State {
     lazy_due: Option<Instant>,
     /// Set by [`Ledger::stop_waiting`]: waits return at once.
     no_waiting: bool,
+    /// [`SaveHold`]s alive: saves wait until they are gone.
+    holds: u32,
+}
+
+/// Keeps the committed positions from being saved while it lives
+/// ([`Ledger::hold_saves`]).
+#[derive(Debug)]
+pub struct SaveHold(std::sync::Arc<Ledger>);
+
+impl Drop for SaveHold {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.holds = st.holds.saturating_sub(1);
+        if st.holds == 0 && (st.dirty || st.lazy_due.is_some()) {
+            self.0.changed.notify_all();
+        }
+    }
 }
 
 /// The acknowledgement ledger and the committed positions it guards.
@@ -148,6 +165,15 @@ impl Ledger {
         if let Some(s) = self.lock().sources.get_mut(id.0 as usize) {
             s.lazy = Some(delay);
         }
+    }
+
+    /// Holds every save until the returned guard is dropped: for a collector
+    /// whose changes make sense on disk only together (a file found
+    /// truncated at start-up, and the copy that holds its unread lines).
+    /// [`Ledger::persist`] saves nothing meanwhile; the changes stay to save.
+    pub fn hold_saves(self: &std::sync::Arc<Self>) -> SaveHold {
+        self.lock().holds += 1;
+        SaveHold(self.clone())
     }
 
     /// Drops a dormant checkpoint whose source is gone for good.
@@ -282,16 +308,17 @@ impl Ledger {
     /// last [`Ledger::persist`]; returns whether they did. Lets a persister
     /// save each advance promptly (saves coalesce while one is being written)
     /// without a polling timer. A lazy source's move counts once its delay
-    /// is over ([`Ledger::save_lazily`]). Returns at once after
-    /// [`Ledger::stop_waiting`].
+    /// is over ([`Ledger::save_lazily`]); nothing counts while a
+    /// [`SaveHold`] lives. Returns at once after [`Ledger::stop_waiting`].
     pub fn wait_changed(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
             let now = Instant::now();
             let lazy_ready = st.lazy_due.is_some_and(|due| due <= now);
-            if st.dirty || lazy_ready || st.no_waiting {
-                return st.dirty || lazy_ready || (st.no_waiting && st.lazy_due.is_some());
+            let ready = st.holds == 0 && (st.dirty || lazy_ready);
+            if ready || st.no_waiting {
+                return ready || (st.holds == 0 && st.lazy_due.is_some());
             }
             if now >= deadline {
                 return false;
@@ -365,7 +392,7 @@ impl Ledger {
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = {
             let mut st = self.lock();
-            if !st.dirty && st.lazy_due.is_none() {
+            if st.holds > 0 || (!st.dirty && st.lazy_due.is_none()) {
                 return Ok(());
             }
             st.dirty = false;
@@ -563,6 +590,43 @@ mod tests {
         assert!(l.wait_changed(Duration::from_secs(20)));
         l.persist().unwrap();
         assert_eq!(saved("spool"), Some(30));
+    }
+
+    #[test]
+    fn a_save_hold_keeps_changes_off_disk_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+        let (a, _) = l.source("file-1");
+        l.set_committed(a, 3);
+        l.persist().unwrap();
+        let saved = || store.load().unwrap().get("file-1").map(|c| c.offset);
+
+        let hold = l.hold_saves();
+        let (b, _) = l.source("file-2");
+        l.set_committed(a, 0);
+        assert!(
+            !l.wait_changed(Duration::from_millis(50)),
+            "no save asked for"
+        );
+        l.persist().unwrap();
+        assert_eq!(saved(), Some(3), "nothing saved while held");
+        l.set_committed(b, 9);
+        // A persister asleep is woken when the hold goes.
+        let waiter = {
+            let l = l.clone();
+            std::thread::spawn(move || l.wait_changed(Duration::from_secs(20)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(hold);
+        assert!(waiter.join().unwrap());
+        l.persist().unwrap();
+        let all = store.load().unwrap();
+        assert_eq!(
+            (all["file-1"].offset, all["file-2"].offset),
+            (0, 9),
+            "both changes saved together"
+        );
     }
 
     #[test]
