@@ -893,9 +893,12 @@ impl Tailer {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
-            // Per copied checkpoint: its newest copy (ctime, path, id, size).
-            let mut copies: Vec<Option<(SystemTime, PathBuf, FileId, u64)>> =
-                vec![None; r.copied.len()];
+            // Per copied checkpoint: its newest copy (ctime, mtime, path, id,
+            // size).
+            type Copy = (SystemTime, Option<SystemTime>, PathBuf, FileId, u64);
+            let mut copies: Vec<Option<Copy>> = vec![None; r.copied.len()];
+            // Rotations that are no copy: (mtime, path, id, size).
+            let mut others: Vec<(Option<SystemTime>, PathBuf, FileId, u64)> = Vec::new();
             for e in entries.flatten() {
                 let path = e.path();
                 let Ok(md) = e.metadata() else { continue };
@@ -926,17 +929,27 @@ impl Tailer {
                 match copy_of {
                     Some(i) => {
                         if copies[i].as_ref().is_none_or(|c| c.0 < ctime) {
-                            copies[i] = Some((ctime, path, id, md.len()));
+                            copies[i] = Some((ctime, md.modified().ok(), path, id, md.len()));
                         }
                     }
-                    None if r
-                        .newest
-                        .is_none_or(|n| md.modified().map_or(true, |m| m <= n)) => {}
-                    None => self.open_rotation(r.si, &path, id, md.len(), Start::Beginning, &old),
+                    None => others.push((md.modified().ok(), path, id, md.len())),
+                }
+            }
+            // Rotations written after the newest one a checkpoint found, or
+            // after a copy of the checkpointed content (a second copytruncate
+            // while the agent was down: its copy holds the lines written
+            // after the first truncation), were made while the agent was
+            // down: read from their start.
+            let newest = r
+                .newest
+                .or_else(|| copies.iter().flatten().filter_map(|c| c.1).max());
+            for (mtime, path, id, len) in others {
+                if newest.is_some_and(|n| mtime.is_some_and(|m| m > n)) {
+                    self.open_rotation(r.si, &path, id, len, Start::Beginning, &old);
                 }
             }
             for (i, c) in copies.into_iter().enumerate() {
-                if let Some((_, path, id, len)) = c {
+                if let Some((_, _, path, id, len)) = c {
                     let start = Start::At(r.copied[i].0.offset);
                     self.open_rotation(r.si, &path, id, len, start, &old);
                 }

@@ -718,6 +718,49 @@ fn copytruncate_while_stopped_reads_the_copy_from_the_checkpoint() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// Two `copytruncate`s while the agent is stopped (logrotate's order: the
+/// first copy moves to `app.log.2`, the second copy becomes `app.log.1`).
+/// The first copy holds the checkpointed content and is read from the
+/// checkpoint; the second holds only lines written while the agent was down,
+/// after the first truncation, and is read from its start; an older
+/// rotation made before the stop is left alone.
+#[test]
+fn two_copytruncates_while_stopped_lose_nothing() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    // An old rotation, made long before this run.
+    let old = s.log("app.log.3");
+    append(&mut open_append(&old), 1000..1010, "old", LINE_LEN);
+    let mut f = open_append(&app);
+    append(&mut f, 0..12, "first", LINE_LEN);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = Agent::start(&cfg, s.path());
+    receiver.wait_for_logs(12, Duration::from_secs(15));
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    append(&mut f, 12..20, "down", LINE_LEN);
+    std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    append(&mut f, 20..35, "between", LINE_LEN);
+    std::fs::rename(s.log("app.log.1"), s.log("app.log.2")).expect("rename");
+    std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    append(&mut f, 35..50, "after", LINE_LEN);
+    let mut agent = Agent::start(&cfg, s.path());
+    let records = collect(&receiver, 50, Duration::from_secs(15));
+    let report = SeqReport::new(
+        "app.log and its two copies after the restart",
+        50,
+        bodies(&records),
+    );
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
 /// While the agent is stopped, lines are written, then `app.log` is copied
 /// and truncated, refilled, then rotated by rename: the rotated file has the
 /// checkpointed inode but not its content (its fingerprint changed). It was
