@@ -329,7 +329,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             .spawn(move || {
                 while persisting.load(Ordering::Relaxed) {
                     // No timer: an advance or `stop_waiting` wakes it.
-                    if ledger.wait_changed(Duration::from_secs(3600)) && !persist(&ledger) {
+                    if ledger.wait_changed(Duration::from_secs(3600))
+                        && !reported(ledger.persist_due())
+                    {
                         // A full or read-only disk: try again later, not
                         // in a loop (a failed save leaves the ledger dirty).
                         std::thread::sleep(PERSIST_EVERY);
@@ -562,8 +564,13 @@ fn spawn_heartbeat(
 /// Saves the committed positions; false if that failed. A failure is
 /// logged once until a save works again.
 fn persist(ledger: &Ledger) -> bool {
+    reported(ledger.persist())
+}
+
+/// Logs a failed save once until a save works again; false if it failed.
+fn reported(save: Result<(), sidekick_pipeline::CheckpointError>) -> bool {
     static FAILING: AtomicBool = AtomicBool::new(false);
-    match ledger.persist() {
+    match save {
         Ok(()) => {
             if FAILING.swap(false, Ordering::Relaxed) {
                 tracing::info!("checkpoints saved again");

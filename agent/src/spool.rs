@@ -12,8 +12,9 @@
 //! spool, and the [`Ledger`] commits the spool exactly as it commits a log
 //! file: only past what every output acknowledged. A segment is deleted
 //! once the committed offset is past its end; after `kill -9` a restart
-//! reads again from the last saved offset (at-least-once: the spool's
-//! position is saved at most [`SAVE_DELAY`] after it moves).
+//! reads again from the committed offset (at-least-once; the position is
+//! saved through `checkpoints.fast` at once and in full at most
+//! [`SAVE_DELAY`] after it moves).
 //!
 //! One thread does both sides: it waits on "a chunk came in" and "the queue
 //! has room for the chunk read last" at once (`crossbeam_channel::Select`),
@@ -54,11 +55,11 @@ const ROLL_ACKED: u64 = 256 << 10;
 const MEMORY_MAX: usize = 4 << 20;
 /// Chunks waiting for the spool thread.
 const INPUT_CAPACITY: usize = 16;
-/// Longest an acknowledged move of the spool waits for its checkpoint save
-/// (a log file's move saves it at once). A save is a write, a rename and two
-/// `fsync`s, and with metrics every 10 s the spool moves six times a minute;
-/// after a crash, what was acknowledged in the last seconds before it is
-/// sent again (the spool is at-least-once).
+/// Longest an acknowledged move of the spool waits for its full checkpoint
+/// save (a log file's move saves it at once). A full save is a write, a
+/// rename and two `fsync`s, and with metrics every 10 s the spool moves six
+/// times a minute; each move goes to `checkpoints.fast` at once instead,
+/// which survives a crash of the process (not necessarily a power cut).
 const SAVE_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The spool's counters, shared with whatever reports them.

@@ -48,6 +48,9 @@ struct State {
     dirty: bool,
     /// When a lazy source's unsaved move must be saved at the latest.
     lazy_due: Option<Instant>,
+    /// A lazy source moved since the last save of any kind: its position
+    /// is due in `checkpoints.fast` ([`Ledger::persist_due`]).
+    fast: bool,
     /// Set by [`Ledger::stop_waiting`]: waits return at once.
     no_waiting: bool,
     /// [`SaveHold`]s alive: saves wait until they are gone.
@@ -157,10 +160,12 @@ impl Ledger {
     }
 
     /// Lets the acknowledged moves of source `id` wait up to `delay` for
-    /// their save (any other save takes them along), instead of a save each:
-    /// for a source whose records may be sent twice after a crash, and that
-    /// moves often (the spool: a move per metrics sample, where each save
-    /// is a write, a rename and two `fsync`s).
+    /// their full save (any other save takes them along), instead of a save
+    /// each: for a source whose positions only grow and that moves often
+    /// (the spool: a move per metrics sample, where each full save is a
+    /// write, a rename and two `fsync`s). Each move is written at once to
+    /// `checkpoints.fast` instead ([`Ledger::persist_due`]), which survives
+    /// a crash of the process, though not necessarily a power cut.
     pub fn save_lazily(&self, id: SourceId, delay: Duration) {
         if let Some(s) = self.lock().sources.get_mut(id.0 as usize) {
             s.lazy = Some(delay);
@@ -269,6 +274,7 @@ impl Ledger {
         while st.pending.front().is_some_and(|p| p.remaining == 0) {
             if let Some(done) = st.pending.pop_front() {
                 let mut moved = false;
+                let mut lazy_moved = false;
                 let mut lazy_due = st.lazy_due;
                 for pos in done.positions {
                     // The latest position wins, not the largest: a source
@@ -278,10 +284,12 @@ impl Ledger {
                         // not move their source, leaves nothing to save.
                         if s.committed.offset != pos.offset {
                             match s.lazy {
-                                Some(delay) if lazy_due.is_none() => {
-                                    lazy_due = Some(Instant::now() + delay);
+                                Some(delay) => {
+                                    lazy_moved = true;
+                                    if lazy_due.is_none() {
+                                        lazy_due = Some(Instant::now() + delay);
+                                    }
                                 }
-                                Some(_) => {}
                                 None => moved = true,
                             }
                         }
@@ -289,9 +297,9 @@ impl Ledger {
                     }
                 }
                 st.dirty |= moved;
-                if lazy_due != st.lazy_due {
-                    st.lazy_due = lazy_due;
-                    // The persister waits for the new due time.
+                st.lazy_due = lazy_due;
+                if lazy_moved && !st.fast {
+                    st.fast = true;
                     self.changed.notify_all();
                 }
             }
@@ -305,18 +313,18 @@ impl Ledger {
     }
 
     /// Waits up to `timeout` for committed positions to change since the
-    /// last [`Ledger::persist`]; returns whether they did. Lets a persister
-    /// save each advance promptly (saves coalesce while one is being written)
-    /// without a polling timer. A lazy source's move counts once its delay
-    /// is over ([`Ledger::save_lazily`]); nothing counts while a
-    /// [`SaveHold`] lives. Returns at once after [`Ledger::stop_waiting`].
+    /// last save; returns whether they did. Lets a persister save each
+    /// advance promptly (saves coalesce while one is being written) without
+    /// a polling timer: [`Ledger::persist_due`] then saves what is due.
+    /// Nothing counts while a [`SaveHold`] lives. Returns at once after
+    /// [`Ledger::stop_waiting`].
     pub fn wait_changed(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
             let now = Instant::now();
             let lazy_ready = st.lazy_due.is_some_and(|due| due <= now);
-            let ready = st.holds == 0 && (st.dirty || lazy_ready);
+            let ready = st.holds == 0 && (st.dirty || lazy_ready || st.fast);
             if ready || st.no_waiting {
                 return ready || (st.holds == 0 && st.lazy_due.is_some());
             }
@@ -383,6 +391,44 @@ impl Ledger {
         true
     }
 
+    /// The persister's save after [`Ledger::wait_changed`]: a full
+    /// [`Ledger::persist`] if a source moved or a lazy source's delay is
+    /// over; else, if only lazy sources moved, their positions written to
+    /// `checkpoints.fast`.
+    pub fn persist_due(&self) -> Result<(), CheckpointError> {
+        let full = {
+            let st = self.lock();
+            if st.holds > 0 {
+                return Ok(());
+            }
+            st.dirty || st.lazy_due.is_some_and(|due| due <= Instant::now())
+        };
+        if full {
+            return self.persist();
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let positions: BTreeMap<String, u64> = {
+            let mut st = self.lock();
+            if st.holds > 0 || !st.fast {
+                return Ok(());
+            }
+            st.fast = false;
+            st.sources
+                .iter()
+                .filter(|s| s.live && s.lazy.is_some())
+                .map(|s| (s.key.clone(), s.committed.offset))
+                .collect()
+        };
+        let r = store.save_fast(&positions);
+        if r.is_err() {
+            self.lock().fast = true;
+        }
+        r
+    }
+
     /// Writes the committed positions to the checkpoint file if they changed
     /// since the last write (lazy sources' moves included, due or not).
     pub fn persist(&self) -> Result<(), CheckpointError> {
@@ -397,6 +443,7 @@ impl Ledger {
             }
             st.dirty = false;
             st.lazy_due = None;
+            st.fast = false;
             let mut m = st.dormant.clone();
             for s in st.sources.iter().filter(|s| s.live) {
                 m.insert(s.key.clone(), s.committed.clone());
@@ -537,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lazy_source_is_saved_after_its_delay_or_with_another_save() {
+    fn a_lazy_source_is_saved_fast_at_once_and_fully_after_its_delay() {
         let dir = tempfile::tempdir().unwrap();
         let store = Checkpoints::open(dir.path()).unwrap();
         let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
@@ -545,21 +592,43 @@ mod tests {
         let (file, _) = l.source("file-1");
         let delay = Duration::from_secs(1);
         l.save_lazily(spool, delay);
+        l.set_committed(file, 1);
         l.persist().unwrap();
-        let saved = |key: &str| store.load().unwrap().get(key).map(|c| c.offset);
+        // What a restart after a kill would load (both files), and what
+        // the fsync'd file alone holds.
+        let loaded = |key: &str| {
+            Checkpoints::open(dir.path())
+                .unwrap()
+                .load()
+                .unwrap()
+                .get(key)
+                .map(|c| c.offset)
+        };
+        let full = |key: &str| {
+            let f: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+            f["sources"][key]["offset"].as_u64()
+        };
 
-        // A lazy move alone: no save asked for before its delay...
+        // A lazy move: written to the fast file at once, not to the full one.
         let t = Instant::now();
         let b = l.begin_batch(pos(spool, 10));
         l.ack(b);
+        assert!(l.wait_changed(Duration::ZERO));
+        l.persist_due().unwrap();
+        assert_eq!((loaded("spool"), full("spool")), (Some(10), Some(0)));
         if t.elapsed() < delay / 2 {
-            assert!(!l.wait_changed(Duration::ZERO));
+            assert!(!l.wait_changed(Duration::ZERO), "nothing more to save yet");
         }
-        // ...nor put off by a second move before it is due...
+        // A second move before the delay is over: fast again, and it does
+        // not put the full save off...
         std::thread::sleep(delay / 2);
         let b = l.begin_batch(pos(spool, 15));
         l.ack(b);
-        // ...and one asked for when the first move's delay is over, by a
+        assert!(l.wait_changed(Duration::ZERO));
+        l.persist_due().unwrap();
+        assert_eq!((loaded("spool"), full("spool")), (Some(15), Some(0)));
+        // ...which comes when the first move's delay is over, for a
         // persister that would otherwise sleep longer.
         assert!(l.wait_changed(Duration::from_secs(20)));
         let waited = t.elapsed();
@@ -567,29 +636,29 @@ mod tests {
             (delay..delay * 3 / 2).contains(&waited),
             "saved {waited:?} after the first move, with a delay of {delay:?}"
         );
-        l.persist().unwrap();
-        assert_eq!(saved("spool"), Some(15));
+        l.persist_due().unwrap();
+        assert_eq!(full("spool"), Some(15));
         assert!(!l.wait_changed(Duration::ZERO));
 
-        // A file's move is saved at once, and takes a lazy move along.
+        // A file's move is saved in full at once, and takes a lazy move along.
         let b = l.begin_batch(pos(spool, 20));
         l.ack(b);
         let b = l.begin_batch(pos(file, 5));
         l.ack(b);
         assert!(l.wait_changed(Duration::ZERO));
-        l.persist().unwrap();
-        assert_eq!((saved("spool"), saved("file-1")), (Some(20), Some(5)));
+        l.persist_due().unwrap();
+        assert_eq!((full("spool"), full("file-1")), (Some(20), Some(5)));
         assert!(!l.wait_changed(delay + delay / 2), "nothing left to save");
 
         // At shutdown: nothing to save is nothing; a lazy move not yet due
-        // is saved.
+        // is saved in full.
         l.stop_waiting();
         assert!(!l.wait_changed(Duration::from_secs(20)));
         let b = l.begin_batch(pos(spool, 30));
         l.ack(b);
         assert!(l.wait_changed(Duration::from_secs(20)));
         l.persist().unwrap();
-        assert_eq!(saved("spool"), Some(30));
+        assert_eq!(full("spool"), Some(30));
     }
 
     #[test]

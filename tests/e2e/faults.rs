@@ -553,6 +553,55 @@ fn kill9_with_a_spooled_backlog_sends_it_after_restart() {
     );
 }
 
+/// `kill -9` between two samples, with every sample so far acknowledged:
+/// after the restart no sample of the killed run is sent again (at most the
+/// unacknowledged batches are, and there were none). The spool's position is
+/// saved in full only every 30 s; each acknowledged move goes to
+/// `checkpoints.fast` at once.
+#[test]
+fn kill9_between_samples_sends_no_acknowledged_sample_again() {
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let target = target();
+    let cfg = AgentConfig::new(&s.data, &[&s.log_glob()], receiver.endpoint());
+    let yaml = config_with_target(&cfg, target.pid(), "2s", "64MiB");
+    let mut agent = Agent::start_yaml(&yaml, s.path());
+    wait_until(
+        Duration::from_secs(20),
+        "3 samples at the receiver",
+        || samples(&receiver).0.len() >= 3,
+        || agent.stderr(),
+    );
+    // A sample has just arrived (batch timeout 200 ms after it was taken)
+    // and the next is about 1.5 s away: nothing is in flight.
+    let n = samples(&receiver).0.len();
+    wait_until(
+        Duration::from_secs(10),
+        "the next sample at the receiver",
+        || samples(&receiver).0.len() > n,
+        || agent.stderr(),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let before = samples(&receiver).0.len();
+    agent.kill9();
+    let _agent = Agent::start_yaml(&yaml, s.path());
+    wait_until(
+        Duration::from_secs(20),
+        "2 samples of the new run",
+        || samples(&receiver).0.len() >= before + 2,
+        || format!("{:?}", samples(&receiver)),
+    );
+    let (times, twice) = samples(&receiver);
+    println!(
+        "kill -9 between samples: {before} samples before, {} after the restart, {twice} points twice",
+        times.len() - before
+    );
+    assert_eq!(
+        twice, 0,
+        "acknowledged sample points sent again after kill -9"
+    );
+}
+
 /// A tmpfs mounted for the test, filled up, unmounted when dropped.
 struct FullFs(PathBuf);
 
