@@ -886,6 +886,11 @@ impl Tailer {
     /// (its fingerprint) is that file's copy: the newest such one (by
     /// ctime) is read from the checkpoint, the others are left alone.
     fn restore_unseen_rotations(&mut self, rotated: HashMap<PathBuf, Rotated>) {
+        // Tailed paths: a file named like a rotation of a longer one
+        // (`app.log.error.1` when `app.log.error` is tailed too) is that
+        // one's, not `app.log`'s.
+        let owners: Vec<PathBuf> = self.by_path.keys().map(PathBuf::from).collect();
+        let saved_at = self.io.ledger.saved_at();
         for (old, r) in rotated {
             let Some(dir) = old.parent() else {
                 continue;
@@ -908,15 +913,23 @@ impl Tailer {
                     || self.files.contains_key(&id)
                     || self.by_path.values().any(|v| *v == id)
                     || self.excluded(r.si, &path)
+                    || owners.iter().any(|o| {
+                        o.as_os_str().len() > old.as_os_str().len()
+                            && (*o == path || is_rotation_of(&path, o))
+                    })
                     || is_compressed(&path)
                 {
                     continue;
                 }
-                // A copy made while the agent was down was created (its
-                // ctime) after the last save of the run before. A rename
-                // moves a ctime too, so the fingerprint decides.
+                // A file made or renamed while the agent was down has its
+                // ctime after the last save of the run before: a rotation
+                // older than that was there when the run before ended (and
+                // was read by it, or not meant for it).
                 let ctime = UNIX_EPOCH
                     + Duration::new(md.ctime().max(0) as u64, md.ctime_nsec().max(0) as u32);
+                if saved_at.is_some_and(|t| ctime < t) {
+                    continue;
+                }
                 let copy_of = if r.copied.is_empty() {
                     None
                 } else {
@@ -943,15 +956,18 @@ impl Tailer {
             let newest = r
                 .newest
                 .or_else(|| copies.iter().flatten().filter_map(|c| c.1).max());
-            for (mtime, path, id, len) in others {
-                if newest.is_some_and(|n| mtime.is_some_and(|m| m > n)) {
-                    self.open_rotation(r.si, &path, id, len, Start::Beginning, &old);
-                }
-            }
+            // The copies first: they must not miss a place among
+            // `max_open_files` (the truncated file's new checkpoint is saved
+            // with them).
             for (i, c) in copies.into_iter().enumerate() {
                 if let Some((_, _, path, id, len)) = c {
                     let start = Start::At(r.copied[i].0.offset);
                     self.open_rotation(r.si, &path, id, len, start, &old);
+                }
+            }
+            for (mtime, path, id, len) in others {
+                if newest.is_some_and(|n| mtime.is_some_and(|m| m > n)) {
+                    self.open_rotation(r.si, &path, id, len, Start::Beginning, &old);
                 }
             }
         }
@@ -1756,12 +1772,18 @@ fn is_rotation_of(path: &Path, old: &Path) -> bool {
     let (Some(name), Some(old_name)) = (path.file_name(), old.file_name()) else {
         return false;
     };
+    let name = name.as_encoded_bytes();
+    let old_name = old_name.as_encoded_bytes();
     path.parent() == old.parent()
         && name.len() > old_name.len() + 1
-        && name
-            .as_encoded_bytes()
-            .starts_with(old_name.as_encoded_bytes())
-        && matches!(name.as_encoded_bytes()[old_name.len()], b'.' | b'-' | b'_')
+        && name.starts_with(old_name)
+        && match name[old_name.len()] {
+            b'.' => true,
+            // `app.log-20261127` (dateext), not another log's rotation
+            // (`app.log-error.1`).
+            b'-' | b'_' => name[old_name.len() + 1].is_ascii_digit(),
+            _ => false,
+        }
 }
 
 /// Whether a file starts like gzip, zstd, bzip2 or xz data (a compressed
@@ -1901,6 +1923,19 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn rotation_names() {
+        let old = Path::new("/l/app.log");
+        let rot = |n: &str| is_rotation_of(&Path::new("/l").join(n), old);
+        assert!(rot("app.log.1") && rot("app.log.c3") && rot("app.log.1.gz"));
+        assert!(rot("app.log-20261127") && rot("app.log_2026-11-27"));
+        // Another log's files, or not beside it.
+        assert!(!rot("app.log-error.1") && !rot("app.log_access") && !rot("app.logx.1"));
+        assert!(
+            !rot("app.log") && !rot("app.log.") && !is_rotation_of(Path::new("/m/app.log.1"), old)
+        );
     }
 
     #[test]

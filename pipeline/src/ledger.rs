@@ -331,7 +331,12 @@ impl Ledger {
             if now >= deadline {
                 return false;
             }
-            let until = st.lazy_due.map_or(deadline, |due| due.min(deadline));
+            // While held, a due lazy save waits for the hold's end (it
+            // wakes this wait), not in a loop.
+            let until = match st.lazy_due {
+                Some(due) if st.holds == 0 => due.min(deadline),
+                _ => deadline,
+            };
             st = self
                 .changed
                 .wait_timeout(st, until - now)
