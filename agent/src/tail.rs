@@ -890,7 +890,6 @@ impl Tailer {
         // (`app.log.error.1` when `app.log.error` is tailed too) is that
         // one's, not `app.log`'s.
         let owners: Vec<PathBuf> = self.by_path.keys().map(PathBuf::from).collect();
-        let saved_at = self.io.ledger.saved_at();
         for (old, r) in rotated {
             let Some(dir) = old.parent() else {
                 continue;
@@ -921,15 +920,11 @@ impl Tailer {
                 {
                     continue;
                 }
-                // A file made or renamed while the agent was down has its
-                // ctime after the last save of the run before: a rotation
-                // older than that was there when the run before ended (and
-                // was read by it, or not meant for it).
+                // A copy made while the agent was down was created (its
+                // ctime) after the last save of the run before. A rename
+                // moves a ctime too, so the fingerprint decides.
                 let ctime = UNIX_EPOCH
                     + Duration::new(md.ctime().max(0) as u64, md.ctime_nsec().max(0) as u32);
-                if saved_at.is_some_and(|t| ctime < t) {
-                    continue;
-                }
                 let copy_of = if r.copied.is_empty() {
                     None
                 } else {
@@ -940,12 +935,18 @@ impl Tailer {
                     })
                 };
                 match copy_of {
-                    Some(i) => {
-                        if copies[i].as_ref().is_none_or(|c| c.0 < ctime) {
-                            copies[i] = Some((ctime, md.modified().ok(), path, id, md.len()));
-                        }
+                    // The newest copy of each checkpoint (by ctime).
+                    Some(i) if copies[i].as_ref().is_none_or(|c| c.0 < ctime) => {
+                        copies[i] = Some((ctime, md.modified().ok(), path, id, md.len()));
                     }
-                    None => others.push((md.modified().ok(), path, id, md.len())),
+                    Some(_) => {}
+                    // Read from their start only under a rotation's name
+                    // (`app.log.1`, `app.log-20261127`), not any file that
+                    // starts like the log (`app.log.bak`, `app.log.error`).
+                    None if numbered_rotation(&path, &old) => {
+                        others.push((md.modified().ok(), path, id, md.len()));
+                    }
+                    None => {}
                 }
             }
             // Rotations written after the newest one a checkpoint found, or
@@ -1786,6 +1787,15 @@ fn is_rotation_of(path: &Path, old: &Path) -> bool {
         }
 }
 
+/// Whether `path` is a rotation of `old` with a number or date right after
+/// the separator (`app.log.1`, `app.log-20261127`), as logrotate names them.
+fn numbered_rotation(path: &Path, old: &Path) -> bool {
+    let (Some(name), Some(old_name)) = (path.file_name(), old.file_name()) else {
+        return false;
+    };
+    is_rotation_of(path, old) && name.as_encoded_bytes()[old_name.len() + 1].is_ascii_digit()
+}
+
 /// Whether a file starts like gzip, zstd, bzip2 or xz data (a compressed
 /// rotation, not a log to read).
 fn is_compressed(path: &Path) -> bool {
@@ -1936,6 +1946,11 @@ mod tests {
         assert!(
             !rot("app.log") && !rot("app.log.") && !is_rotation_of(Path::new("/m/app.log.1"), old)
         );
+        // Read from its start only under a numbered name; any rotation name
+        // can hold a copy (checked by its fingerprint).
+        let numbered = |n: &str| numbered_rotation(&Path::new("/l").join(n), old);
+        assert!(numbered("app.log.1") && numbered("app.log-20261127"));
+        assert!(!numbered("app.log.c3") && !numbered("app.log.bak") && !numbered("app.log.error"));
     }
 
     #[test]

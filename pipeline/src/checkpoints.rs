@@ -87,7 +87,14 @@ impl Checkpoints {
             dir: data_dir.to_path_buf(),
             path: data_dir.join("checkpoints.json"),
             dir_handle: fs::File::open(data_dir).ok().map(Arc::new),
-            fast: Arc::default(),
+            // An earlier run's fast file, so that the next full save
+            // empties it even if this run makes no fast save.
+            fast: Arc::new(Mutex::new(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(data_dir.join("checkpoints.fast"))
+                    .ok(),
+            )),
         })
     }
 
