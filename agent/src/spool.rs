@@ -114,6 +114,13 @@ impl Segment {
     fn end(&self) -> u64 {
         self.start + self.len
     }
+
+    /// Whether this active segment is closed for a fresh one, with
+    /// `committed` acknowledged: it is acknowledged whole and big enough,
+    /// so that it can be deleted.
+    fn rolls_once_acked(&self, committed: u64) -> bool {
+        self.len >= ROLL_ACKED && self.end() <= committed
+    }
 }
 
 struct SpoolThread {
@@ -309,7 +316,7 @@ impl SpoolThread {
             // Full, or acknowledged and big enough to roll: a fresh segment,
             // so that the acknowledged one can be deleted.
             if seg.len >= self.segment_max
-                || (seg.len >= ROLL_ACKED && seg.end() <= self.ledger.committed(self.source))
+                || seg.rolls_once_acked(self.ledger.committed(self.source))
             {
                 self.active = None;
             }
@@ -375,7 +382,7 @@ impl SpoolThread {
     /// their end); closes an active one that is acknowledged and big enough.
     fn collect(&mut self, committed: u64) {
         if let Some(seg) = self.segments.back() {
-            if self.active.is_some() && seg.end() <= committed && seg.len >= ROLL_ACKED {
+            if self.active.is_some() && seg.rolls_once_acked(committed) {
                 self.active = None;
             }
         }
@@ -850,6 +857,16 @@ mod tests {
         l.ack(id);
     }
 
+    /// Spools sample `t`, takes it from the queue and acknowledges it.
+    fn send_and_ack(tx: &Sender<Chunk>, rx: &Receiver<Chunk>, l: &Ledger, t: u64) -> Chunk {
+        tx.send(sample(t, 10)).unwrap();
+        let c = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("sample {t} was spooled but never sent"));
+        ack(l, &c);
+        c
+    }
+
     fn segments(dir: &Path) -> usize {
         fs::read_dir(dir.join("spool")).map_or(0, |d| d.count())
     }
@@ -944,12 +961,7 @@ mod tests {
         let mut got = Vec::new();
         let mut take = |tx: &Sender<Chunk>, from: u64, to: u64| {
             for t in from..to {
-                tx.send(sample(t, 10)).unwrap();
-                let c = rx
-                    .recv_timeout(Duration::from_secs(5))
-                    .unwrap_or_else(|_| panic!("sample {t} was spooled but never sent"));
-                ack(&l, &c);
-                got.push(c);
+                got.push(send_and_ack(tx, &rx, &l, t));
                 // Wakes the spool thread after the acknowledgement (it
                 // appends nothing): it looks at what was acknowledged.
                 tx.send(sample(t, 0)).unwrap();
@@ -981,12 +993,7 @@ mod tests {
         let mut got = Vec::new();
         let mut most = 0;
         for t in 0..600 {
-            tx.send(sample(t, 10)).unwrap();
-            let c = rx
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_else(|_| panic!("sample {t} was spooled but never sent"));
-            ack(&l, &c);
-            got.push(c);
+            got.push(send_and_ack(&tx, &rx, &l, t));
             most = most.max(stats.bytes.load(Relaxed));
         }
         drop(tx);

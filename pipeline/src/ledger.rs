@@ -57,6 +57,14 @@ struct State {
     holds: u32,
 }
 
+impl State {
+    /// Whether a full save is due at `now`: a source moved, or a lazy
+    /// source's delay is over.
+    fn full_due(&self, now: Instant) -> bool {
+        self.dirty || self.lazy_due.is_some_and(|due| due <= now)
+    }
+}
+
 /// Keeps the committed positions from being saved while it lives
 /// ([`Ledger::hold_saves`]).
 #[derive(Debug)]
@@ -323,8 +331,7 @@ impl Ledger {
         let mut st = self.lock();
         loop {
             let now = Instant::now();
-            let lazy_ready = st.lazy_due.is_some_and(|due| due <= now);
-            let ready = st.holds == 0 && (st.dirty || lazy_ready || st.fast);
+            let ready = st.holds == 0 && (st.full_due(now) || st.fast);
             if ready || st.no_waiting {
                 return ready || (st.holds == 0 && st.lazy_due.is_some());
             }
@@ -406,7 +413,7 @@ impl Ledger {
             if st.holds > 0 {
                 return Ok(());
             }
-            st.dirty || st.lazy_due.is_some_and(|due| due <= Instant::now())
+            st.full_due(Instant::now())
         };
         if full {
             return self.persist();
@@ -466,6 +473,14 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-output ledger saving to a fresh directory's checkpoint file.
+    fn stored_ledger() -> (tempfile::TempDir, Checkpoints, std::sync::Arc<Ledger>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+        (dir, store, l)
+    }
 
     fn pos(s: SourceId, offset: u64) -> Vec<Position> {
         vec![Position { source: s, offset }]
@@ -590,9 +605,7 @@ mod tests {
 
     #[test]
     fn a_lazy_source_is_saved_fast_at_once_and_fully_after_its_delay() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Checkpoints::open(dir.path()).unwrap();
-        let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+        let (dir, store, l) = stored_ledger();
         let (spool, _) = l.source("spool");
         let (file, _) = l.source("file-1");
         let delay = Duration::from_secs(2);
@@ -672,9 +685,7 @@ mod tests {
 
     #[test]
     fn a_save_hold_keeps_changes_off_disk_until_it_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Checkpoints::open(dir.path()).unwrap();
-        let l = std::sync::Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+        let (_dir, store, l) = stored_ledger();
         let (a, _) = l.source("file-1");
         l.set_committed(a, 3);
         l.persist().unwrap();
