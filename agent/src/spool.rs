@@ -56,10 +56,11 @@ const MEMORY_MAX: usize = 4 << 20;
 /// Chunks waiting for the spool thread.
 const INPUT_CAPACITY: usize = 16;
 /// Longest an acknowledged move of the spool waits for its full checkpoint
-/// save (a log file's move saves it at once). A full save is a write, a
-/// rename and two `fsync`s, and with metrics every 10 s the spool moves six
-/// times a minute; each move goes to `checkpoints.fast` at once instead,
-/// which survives a crash of the process (not necessarily a power cut).
+/// save (a log file's move waits one second, `ledger::SAVE_DELAY`). A full
+/// save is a write, a rename and two `fsync`s, and with metrics every 10 s
+/// the spool moves six times a minute; each move goes to `checkpoints.fast`
+/// at once instead, which survives a crash of the process (not necessarily
+/// a power cut).
 const SAVE_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The spool's counters, shared with whatever reports them.
@@ -156,7 +157,7 @@ impl SpoolThread {
     /// cannot be read is reported, and appending tries again later.
     fn open(dir: PathBuf, max_bytes: u64, ledger: Arc<Ledger>, stats: Arc<SpoolStats>) -> Self {
         let (source, saved) = ledger.source(LEDGER_KEY);
-        ledger.save_lazily(source, SAVE_DELAY);
+        ledger.set_save_delay(source, SAVE_DELAY);
         let committed = saved.map_or(0, |c| c.offset);
         let mut segments = Vec::new();
         match fs::read_dir(&dir) {

@@ -3,12 +3,14 @@
 //! directory), so a crash at any moment leaves either the old or the new
 //! checkpoints, never a torn file.
 //!
-//! Beside it, `checkpoints.fast` holds newer positions of sources whose
-//! positions only grow (the spool), written in place without `fsync`
+//! Beside it, `checkpoints.fast` holds the positions sources reached since
+//! the last full save, written in place without `fsync`
 //! ([`Checkpoints::save_fast`]): it survives the process being killed (the
-//! page cache keeps it), and after a power cut it may be torn or lost, when
-//! the positions of the last full save apply. Loading takes the larger of
-//! the two positions.
+//! page cache keeps it), and after a power cut it may be torn, lost or
+//! stale, when the positions of the last full save apply. Each full save is
+//! numbered (`seq`), and the fast file names the save it follows (`base`):
+//! its positions apply only over that save, so a fast file older than the
+//! full one is never read over it.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The committed state of one source.
@@ -31,7 +34,18 @@ pub struct Checkpoint {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct File {
     version: u32,
+    /// The save's number: one more than the save it replaced.
+    #[serde(default)]
+    seq: u64,
     sources: BTreeMap<String, Checkpoint>,
+}
+
+/// `checkpoints.fast`'s one line: positions newer than those of full save
+/// number `base`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Fast<O> {
+    base: u64,
+    offsets: O,
 }
 
 /// Why checkpoints could not be loaded or saved.
@@ -66,6 +80,8 @@ pub struct Checkpoints {
     dir_handle: Option<Arc<fs::File>>,
     /// `data_dir/checkpoints.fast`, opened at its first fast save.
     fast: Arc<Mutex<Option<fs::File>>>,
+    /// The number of the last full save (read from the file at open).
+    seq: Arc<AtomicU64>,
 }
 
 impl Checkpoints {
@@ -83,9 +99,16 @@ impl Checkpoints {
             std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
             b.create(data_dir).map_err(io)?;
         }
+        let path = data_dir.join("checkpoints.json");
+        // An unreadable file is reported by `load`; its number is not needed
+        // then.
+        let seq = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<File>(&b).ok())
+            .map_or(0, |f| f.seq);
         Ok(Checkpoints {
             dir: data_dir.to_path_buf(),
-            path: data_dir.join("checkpoints.json"),
+            path,
             dir_handle: fs::File::open(data_dir).ok().map(Arc::new),
             // An earlier run's fast file, so that the next full save
             // empties it even if this run makes no fast save.
@@ -95,6 +118,7 @@ impl Checkpoints {
                     .open(data_dir.join("checkpoints.fast"))
                     .ok(),
             )),
+            seq: Arc::new(AtomicU64::new(seq)),
         })
     }
 
@@ -112,19 +136,20 @@ impl Checkpoints {
         self.dir.join("checkpoints.fast")
     }
 
-    /// Every source's checkpoint, empty when the file does not exist yet;
-    /// a position in `checkpoints.fast` larger than the saved one wins.
+    /// Every source's checkpoint, empty when the file does not exist yet,
+    /// with the positions of `checkpoints.fast` over it when that file
+    /// follows this very save.
     pub fn load(&self) -> Result<BTreeMap<String, Checkpoint>, CheckpointError> {
-        let mut sources = match fs::read(&self.path) {
+        let (seq, mut sources) = match fs::read(&self.path) {
             Ok(bytes) => {
                 let f: File =
                     serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Corrupt {
                         path: self.path.clone(),
                         source,
                     })?;
-                f.sources
+                (f.seq, f.sources)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, BTreeMap::new()),
             Err(source) => {
                 return Err(CheckpointError::Io {
                     path: self.path.clone(),
@@ -132,38 +157,51 @@ impl Checkpoints {
                 })
             }
         };
-        for (key, offset) in self.load_fast() {
-            let cp = sources.entry(key).or_insert(Checkpoint {
-                offset: 0,
-                meta: serde_json::Value::Null,
-            });
-            cp.offset = cp.offset.max(offset);
+        let Some(line) = self.fast_line() else {
+            return Ok(sources);
+        };
+        if let Ok(fast) = serde_json::from_slice::<Fast<BTreeMap<String, u64>>>(&line) {
+            if fast.base == seq {
+                for (key, offset) in fast.offsets {
+                    entry(&mut sources, key).offset = offset;
+                }
+            }
+        } else if let Ok(old) = serde_json::from_slice::<BTreeMap<String, u64>>(&line) {
+            // An earlier version's fast file: only positions that only grow
+            // (the spool's) were in it, so the larger one wins.
+            for (key, offset) in old {
+                let cp = entry(&mut sources, key);
+                cp.offset = cp.offset.max(offset);
+            }
         }
         Ok(sources)
     }
 
-    /// The positions of `checkpoints.fast`: its first line, a JSON object
-    /// of offsets. Anything else (no file, a torn or empty one) is none.
-    fn load_fast(&self) -> BTreeMap<String, u64> {
-        let Ok(bytes) = fs::read(self.fast_path()) else {
-            return BTreeMap::new();
-        };
-        let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
-            return BTreeMap::new();
-        };
-        serde_json::from_slice(&bytes[..end]).unwrap_or_default()
+    /// The first line of `checkpoints.fast`; none without a file or a
+    /// whole line (torn or emptied).
+    fn fast_line(&self) -> Option<Vec<u8>> {
+        let mut bytes = fs::read(self.fast_path()).ok()?;
+        let end = bytes.iter().position(|&b| b == b'\n')?;
+        bytes.truncate(end);
+        Some(bytes)
     }
 
-    /// Writes `positions` (of sources whose positions only grow) to
-    /// `checkpoints.fast`, in place and without `fsync`: a few microseconds
-    /// where a [`Checkpoints::save`] costs two `fsync`s.
+    /// Writes `positions`, each source's position since the last full
+    /// [`Checkpoints::save`], to `checkpoints.fast`, in place and without
+    /// `fsync`: a few microseconds where a full save costs two `fsync`s.
+    /// Only positions whose source's other facts (`meta`) are as last saved
+    /// in full belong here.
     pub fn save_fast(&self, positions: &BTreeMap<String, u64>) -> Result<(), CheckpointError> {
         let path = self.fast_path();
         let io = |source| CheckpointError::Io {
             path: path.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(positions).map_err(|e| io(std::io::Error::other(e)))?;
+        let fast = Fast {
+            base: self.seq.load(Ordering::Acquire),
+            offsets: positions,
+        };
+        let mut line = serde_json::to_vec(&fast).map_err(|e| io(std::io::Error::other(e)))?;
         line.push(b'\n');
         let mut fast = self.fast.lock().unwrap_or_else(|p| p.into_inner());
         if fast.is_none() {
@@ -193,8 +231,10 @@ impl Checkpoints {
             let path = path.to_path_buf();
             move |source| CheckpointError::Io { path, source }
         };
+        let seq = self.seq.load(Ordering::Acquire) + 1;
         let body = serde_json::to_vec_pretty(&FileRef {
             version: 1,
+            seq,
             sources,
         })
         .map_err(|e| CheckpointError::Io {
@@ -206,8 +246,9 @@ impl Checkpoints {
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        // The fast positions are in the file now: an old fast file must not
-        // outlive a reset of the checkpoints.
+        self.seq.store(seq, Ordering::Release);
+        // The fast positions are in the file now (a fast file left behind by
+        // a crash right here names the save before, and is not read).
         if let Some(f) = self.fast.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = f.set_len(0);
         }
@@ -226,9 +267,18 @@ impl Checkpoints {
     }
 }
 
+/// `key`'s checkpoint in `sources`, made (offset 0, no facts) if missing.
+fn entry(sources: &mut BTreeMap<String, Checkpoint>, key: String) -> &mut Checkpoint {
+    sources.entry(key).or_insert(Checkpoint {
+        offset: 0,
+        meta: serde_json::Value::Null,
+    })
+}
+
 #[derive(Serialize)]
 struct FileRef<'a> {
     version: u32,
+    seq: u64,
     sources: &'a BTreeMap<String, Checkpoint>,
 }
 
@@ -255,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn fast_positions_win_when_larger_and_a_torn_fast_file_is_ignored() {
+    fn fast_positions_apply_only_over_the_save_they_follow() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoints::open(dir.path()).unwrap();
         let mut m = BTreeMap::new();
@@ -270,28 +320,42 @@ mod tests {
         let fast = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
             pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
         };
+        let fast_file = dir.path().join("checkpoints.fast");
         c.save_fast(&fast(&[("spool", 250), ("other", 7)])).unwrap();
         let got = Checkpoints::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(got["spool"].offset, 250);
         assert_eq!(got["spool"].meta["x"], 1, "meta kept");
         assert_eq!(got["other"].offset, 7);
-        // A shorter line over a longer one: the first line is read.
-        c.save_fast(&fast(&[("spool", 260)])).unwrap();
+        // The latest fast position wins, smaller or not; a shorter line
+        // over a longer one is read as itself.
+        c.save_fast(&fast(&[("spool", 50)])).unwrap();
         let got = c.load().unwrap();
         assert_eq!(
             (got["spool"].offset, got.contains_key("other")),
-            (260, false)
+            (50, false)
         );
-        // Smaller than the saved position: the saved one stays.
-        c.save_fast(&fast(&[("spool", 50)])).unwrap();
-        assert_eq!(c.load().unwrap()["spool"].offset, 100);
         // Torn (no newline) or garbage: ignored.
-        std::fs::write(dir.path().join("checkpoints.fast"), b"{\"spool\": 99").unwrap();
+        fs::write(&fast_file, b"{\"base\":1,\"offsets\":{\"spool\": 99").unwrap();
         assert_eq!(c.load().unwrap()["spool"].offset, 100);
-        // A full save empties the fast file.
+        // A fast file that follows an older full save (a crash between a
+        // full save and the emptying of the fast file, or a power cut) is
+        // not read over the newer one.
         c.save_fast(&fast(&[("spool", 300)])).unwrap();
+        let left = fs::read(&fast_file).unwrap();
         m.get_mut("spool").unwrap().offset = 120;
         c.save(&m).unwrap();
+        assert_eq!(fs::metadata(&fast_file).unwrap().len(), 0, "emptied");
+        fs::write(&fast_file, &left).unwrap();
+        assert_eq!(c.load().unwrap()["spool"].offset, 120);
+        // A later run goes on from the number the file holds.
+        let again = Checkpoints::open(dir.path()).unwrap();
+        again.save_fast(&fast(&[("spool", 130)])).unwrap();
+        assert_eq!(again.load().unwrap()["spool"].offset, 130);
+        // An earlier version's fast file (offsets only, of a source whose
+        // positions only grow): the larger position wins.
+        fs::write(&fast_file, b"{\"spool\":400}\n").unwrap();
+        assert_eq!(c.load().unwrap()["spool"].offset, 400);
+        fs::write(&fast_file, b"{\"spool\":5}\n").unwrap();
         assert_eq!(c.load().unwrap()["spool"].offset, 120);
     }
 

@@ -20,14 +20,23 @@ pub struct SourceId(pub u32);
 /// A batch's number, in the order batches were made.
 pub type BatchId = u64;
 
+/// How long an acknowledged move of a source waits, at most, for its full
+/// save (a write, a rename and two `fsync`s), unless
+/// [`Ledger::set_save_delay`] says otherwise. Each move is written at once to
+/// `checkpoints.fast` meanwhile, so a killed process loses none; a power cut
+/// may send again what was acknowledged in the last second.
+pub const SAVE_DELAY: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Source {
     key: String,
     committed: Checkpoint,
     live: bool,
-    /// Set by [`Ledger::save_lazily`]: how long an acknowledged move of
-    /// this source may wait for its save.
-    lazy: Option<Duration>,
+    /// How long an acknowledged move of this source may wait for its full
+    /// save.
+    delay: Duration,
+    /// The offset the last full save took.
+    saved: u64,
 }
 
 #[derive(Debug)]
@@ -45,11 +54,13 @@ struct State {
     /// Checkpoints of sources not (yet) seen in this run, kept as they were.
     dormant: BTreeMap<String, Checkpoint>,
     pending: VecDeque<Pending>,
+    /// A full save is due at once: a source came, went or changed its facts
+    /// (or the last full save failed).
     dirty: bool,
-    /// When a lazy source's unsaved move must be saved at the latest.
-    lazy_due: Option<Instant>,
-    /// A lazy source moved since the last save of any kind: its position
-    /// is due in `checkpoints.fast` ([`Ledger::persist_due`]).
+    /// When the oldest move not yet in a full save must be saved in full.
+    move_due: Option<Instant>,
+    /// A source moved since the last save of any kind: its position is due
+    /// in `checkpoints.fast` ([`Ledger::persist_due`]).
     fast: bool,
     /// Set by [`Ledger::stop_waiting`]: waits return at once.
     no_waiting: bool,
@@ -58,10 +69,10 @@ struct State {
 }
 
 impl State {
-    /// Whether a full save is due at `now`: a source moved, or a lazy
-    /// source's delay is over.
+    /// Whether a full save is due at `now`: a source came, went or changed,
+    /// or a move's delay is over.
     fn full_due(&self, now: Instant) -> bool {
-        self.dirty || self.lazy_due.is_some_and(|due| due <= now)
+        self.dirty || self.move_due.is_some_and(|due| due <= now)
     }
 }
 
@@ -74,7 +85,7 @@ impl Drop for SaveHold {
     fn drop(&mut self) {
         let mut st = self.0.lock();
         st.holds = st.holds.saturating_sub(1);
-        if st.holds == 0 && (st.dirty || st.lazy_due.is_some()) {
+        if st.holds == 0 && (st.dirty || st.move_due.is_some() || st.fast) {
             self.0.changed.notify_all();
         }
     }
@@ -150,7 +161,8 @@ impl Ledger {
                 meta: serde_json::Value::Null,
             }),
             live: true,
-            lazy: None,
+            delay: SAVE_DELAY,
+            saved: saved.as_ref().map_or(0, |c| c.offset),
         });
         st.by_key.insert(key.to_string(), id);
         (id, saved)
@@ -167,16 +179,15 @@ impl Ledger {
             .collect()
     }
 
-    /// Lets the acknowledged moves of source `id` wait up to `delay` for
-    /// their full save (any other save takes them along), instead of a save
-    /// each: for a source whose positions only grow and that moves often
-    /// (the spool: a move per metrics sample, where each full save is a
-    /// write, a rename and two `fsync`s). Each move is written at once to
-    /// `checkpoints.fast` instead ([`Ledger::persist_due`]), which survives
-    /// a crash of the process, though not necessarily a power cut.
-    pub fn save_lazily(&self, id: SourceId, delay: Duration) {
+    /// Lets the acknowledged moves of source `id` wait up to `delay` (not
+    /// [`SAVE_DELAY`]) for their full save; any other full save takes them
+    /// along. Each move is written at once to `checkpoints.fast`
+    /// ([`Ledger::persist_due`]), which survives a crash of the process,
+    /// though not necessarily a power cut. For a source that moves often
+    /// while the rest is idle (the spool: a move per metrics sample).
+    pub fn set_save_delay(&self, id: SourceId, delay: Duration) {
         if let Some(s) = self.lock().sources.get_mut(id.0 as usize) {
-            s.lazy = Some(delay);
+            s.delay = delay;
         }
     }
 
@@ -281,9 +292,8 @@ impl Ledger {
         p.remaining = p.remaining.saturating_sub(1);
         while st.pending.front().is_some_and(|p| p.remaining == 0) {
             if let Some(done) = st.pending.pop_front() {
+                let mut due = st.move_due;
                 let mut moved = false;
-                let mut lazy_moved = false;
-                let mut lazy_due = st.lazy_due;
                 for pos in done.positions {
                     // The latest position wins, not the largest: a source
                     // truncated and read again from 0 must commit small offsets.
@@ -291,22 +301,15 @@ impl Ledger {
                         // A batch of metrics alone, or of records that did
                         // not move their source, leaves nothing to save.
                         if s.committed.offset != pos.offset {
-                            match s.lazy {
-                                Some(delay) => {
-                                    lazy_moved = true;
-                                    if lazy_due.is_none() {
-                                        lazy_due = Some(Instant::now() + delay);
-                                    }
-                                }
-                                None => moved = true,
-                            }
+                            moved = true;
+                            let by = Instant::now() + s.delay;
+                            due = Some(due.map_or(by, |d| d.min(by)));
                         }
                         s.committed.offset = pos.offset;
                     }
                 }
-                st.dirty |= moved;
-                st.lazy_due = lazy_due;
-                if lazy_moved && !st.fast {
+                st.move_due = due;
+                if moved && !st.fast {
                     st.fast = true;
                     self.changed.notify_all();
                 }
@@ -314,9 +317,6 @@ impl Ledger {
         }
         if st.pending.is_empty() {
             self.idle.notify_all();
-        }
-        if st.dirty {
-            self.changed.notify_all();
         }
     }
 
@@ -333,14 +333,14 @@ impl Ledger {
             let now = Instant::now();
             let ready = st.holds == 0 && (st.full_due(now) || st.fast);
             if ready || st.no_waiting {
-                return ready || (st.holds == 0 && st.lazy_due.is_some());
+                return ready || (st.holds == 0 && st.move_due.is_some());
             }
             if now >= deadline {
                 return false;
             }
-            // While held, a due lazy save waits for the hold's end (it
-            // wakes this wait), not in a loop.
-            let until = match st.lazy_due {
+            // While held, a due save waits for the hold's end (it wakes
+            // this wait), not in a loop.
+            let until = match st.move_due {
                 Some(due) if st.holds == 0 => due.min(deadline),
                 _ => deadline,
             };
@@ -404,33 +404,32 @@ impl Ledger {
     }
 
     /// The persister's save after [`Ledger::wait_changed`]: a full
-    /// [`Ledger::persist`] if a source moved or a lazy source's delay is
-    /// over; else, if only lazy sources moved, their positions written to
+    /// [`Ledger::persist`] if a source came, went or changed, or a move's
+    /// delay is over; else, if sources moved, their positions written to
     /// `checkpoints.fast`.
     pub fn persist_due(&self) -> Result<(), CheckpointError> {
-        let full = {
-            let st = self.lock();
-            if st.holds > 0 {
-                return Ok(());
-            }
-            st.full_due(Instant::now())
-        };
-        if full {
-            return self.persist();
-        }
         let Some(store) = &self.store else {
             return Ok(());
         };
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let positions: BTreeMap<String, u64> = {
             let mut st = self.lock();
-            if st.holds > 0 || !st.fast {
+            if st.holds > 0 {
+                return Ok(());
+            }
+            // Checked under the same lock as the snapshot: a source whose
+            // facts changed since the last full save is never written fast
+            // (its position would land on its old facts).
+            if st.full_due(Instant::now()) {
+                return self.save_full(store, st);
+            }
+            if !st.fast {
                 return Ok(());
             }
             st.fast = false;
             st.sources
                 .iter()
-                .filter(|s| s.live && s.lazy.is_some())
+                .filter(|s| s.live && s.committed.offset != s.saved)
                 .map(|s| (s.key.clone(), s.committed.offset))
                 .collect()
         };
@@ -442,26 +441,34 @@ impl Ledger {
     }
 
     /// Writes the committed positions to the checkpoint file if they changed
-    /// since the last write (lazy sources' moves included, due or not).
+    /// since the last write (moves not yet due included).
     pub fn persist(&self) -> Result<(), CheckpointError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = {
-            let mut st = self.lock();
-            if st.holds > 0 || (!st.dirty && st.lazy_due.is_none()) {
-                return Ok(());
-            }
-            st.dirty = false;
-            st.lazy_due = None;
-            st.fast = false;
-            let mut m = st.dormant.clone();
-            for s in st.sources.iter().filter(|s| s.live) {
-                m.insert(s.key.clone(), s.committed.clone());
-            }
-            m
-        };
+        self.save_full(store, self.lock())
+    }
+
+    /// A full save of what `st` holds, if anything changed; the caller
+    /// holds `saving`.
+    fn save_full(
+        &self,
+        store: &Checkpoints,
+        mut st: MutexGuard<'_, State>,
+    ) -> Result<(), CheckpointError> {
+        if st.holds > 0 || (!st.dirty && st.move_due.is_none()) {
+            return Ok(());
+        }
+        st.dirty = false;
+        st.move_due = None;
+        st.fast = false;
+        let mut snapshot = st.dormant.clone();
+        for s in st.sources.iter_mut().filter(|s| s.live) {
+            s.saved = s.committed.offset;
+            snapshot.insert(s.key.clone(), s.committed.clone());
+        }
+        drop(st);
         let r = store.save(&snapshot);
         if r.is_err() {
             self.lock().dirty = true;
@@ -604,12 +611,12 @@ mod tests {
     }
 
     #[test]
-    fn a_lazy_source_is_saved_fast_at_once_and_fully_after_its_delay() {
+    fn moves_are_saved_fast_at_once_and_in_full_after_their_delay() {
         let (dir, store, l) = stored_ledger();
         let (spool, _) = l.source("spool");
         let (file, _) = l.source("file-1");
-        let delay = Duration::from_secs(2);
-        l.save_lazily(spool, delay);
+        let delay = Duration::from_secs(3);
+        l.set_save_delay(spool, delay);
         l.set_committed(file, 1);
         l.persist().unwrap();
         // What a restart after a kill would load (both files), and what
@@ -628,7 +635,7 @@ mod tests {
             f["sources"][key]["offset"].as_u64()
         };
 
-        // A lazy move: written to the fast file at once, not to the full one.
+        // A move: written to the fast file at once, not to the full one.
         let t = Instant::now();
         let b = l.begin_batch(pos(spool, 10));
         l.ack(b);
@@ -662,18 +669,41 @@ mod tests {
         assert_eq!(full("spool"), Some(15));
         assert!(!l.wait_changed(Duration::ZERO));
 
-        // A file's move is saved in full at once, and takes a lazy move along.
+        // A file's move waits SAVE_DELAY, less than the spool's, and its
+        // full save takes the spool's move along.
+        let t = Instant::now();
         let b = l.begin_batch(pos(spool, 20));
         l.ack(b);
         let b = l.begin_batch(pos(file, 5));
         l.ack(b);
         assert!(l.wait_changed(Duration::ZERO));
         l.persist_due().unwrap();
+        assert_eq!((loaded("spool"), loaded("file-1")), (Some(20), Some(5)));
+        if t.elapsed() < SAVE_DELAY {
+            assert_eq!(full("file-1"), Some(1), "no full save before the delay");
+        }
+        assert!(l.wait_changed(Duration::from_secs(20)));
+        let waited = t.elapsed();
+        assert!(
+            (SAVE_DELAY..delay).contains(&waited),
+            "saved {waited:?} after the file's move"
+        );
+        l.persist_due().unwrap();
         assert_eq!((full("spool"), full("file-1")), (Some(20), Some(5)));
-        assert!(!l.wait_changed(delay + delay / 2), "nothing left to save");
+        assert!(!l.wait_changed(delay), "nothing left to save");
 
-        // At shutdown: nothing to save is nothing; a lazy move not yet due
-        // is saved in full.
+        // A change of a source's facts is saved in full at once, with the
+        // moves before it.
+        let b = l.begin_batch(pos(file, 9));
+        l.ack(b);
+        l.set_meta(file, serde_json::json!({"path": "/b"}));
+        assert!(l.wait_changed(Duration::ZERO));
+        l.persist_due().unwrap();
+        assert_eq!(full("file-1"), Some(9));
+        assert!(!l.wait_changed(Duration::ZERO));
+
+        // At shutdown: nothing to save is nothing; a move not yet due is
+        // saved in full.
         l.stop_waiting();
         assert!(!l.wait_changed(Duration::from_secs(20)));
         let b = l.begin_batch(pos(spool, 30));

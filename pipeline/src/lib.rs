@@ -25,7 +25,7 @@ mod record;
 
 pub use batcher::{Batch, BatchConfig, Batcher};
 pub use checkpoints::{Checkpoint, CheckpointError, Checkpoints};
-pub use ledger::{BatchId, Ledger, SaveHold, SourceId};
+pub use ledger::{BatchId, Ledger, SaveHold, SourceId, SAVE_DELAY};
 pub use queue::{Chunk, Position};
 pub use record::{
     Attr, AttrValue, LogRecord, MetricKind, MetricPoint, MetricValue, Record, SourceMeta,

@@ -262,7 +262,7 @@ impl Telemetry {
             e.single(
                 "sidekick_checkpoint_age_seconds",
                 Kind::Gauge,
-                "Seconds since the checkpoint file was last written (it is written whenever a log file's committed position moves, and within 30 s of a move of the spool's).",
+                "Seconds since the checkpoint file was last written (it is written within 1 s of a move of a log file's committed position, and within 30 s of a move of the spool's).",
                 age.as_secs_f64(),
             );
         }
