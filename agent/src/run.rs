@@ -317,9 +317,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         );
     }
 
-    // Save committed positions as soon as they advance, so that after a
-    // crash only unacknowledged batches (and at most one save in progress)
-    // are read again.
+    // Write each advance of the committed positions at once to
+    // `checkpoints.fast`, and all of them to `checkpoints.json` within
+    // `SAVE_DELAY` (`Ledger::persist_due`), so that after a crash only
+    // unacknowledged batches (and at most one save in progress) are read
+    // again.
     let persisting = Arc::new(AtomicBool::new(true));
     let persister = {
         let ledger = ledger.clone();
@@ -328,7 +330,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             .name("sidekick-ckpt".into())
             .spawn(move || {
                 while persisting.load(Ordering::Relaxed) {
-                    // No timer: an advance or `stop_waiting` wakes it.
+                    // Woken by an advance, a full save falling due, or
+                    // `stop_waiting`; no timer while nothing moves.
                     if ledger.wait_changed(Duration::from_secs(3600))
                         && !reported(ledger.persist_due())
                     {

@@ -223,10 +223,12 @@ impl Tailed {
     }
 
     fn save_meta(&self, ledger: &Ledger) {
-        ledger.set_meta(
-            self.source,
-            serde_json::json!({"path": self.meta.path, "fp": self.fp, "fp_len": self.fp_len}),
-        );
+        ledger.set_meta(self.source, self.meta_json());
+    }
+
+    /// The facts saved with the file's checkpoint.
+    fn meta_json(&self) -> serde_json::Value {
+        serde_json::json!({"path": self.meta.path, "fp": self.fp, "fp_len": self.fp_len})
     }
 }
 
@@ -1468,9 +1470,11 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         f.decoder.rewind(0, &mut out);
         f.fp_len = 0;
         f.fp = fingerprint(file, 0)?;
-        // Saved at once: a restart must not take the file for truncated
-        // again (and look for a copy) if it stays empty until then.
-        f.save_meta(ledger);
+        // Saved at once, with offset 0: a restart must not take the file
+        // for truncated again (and look for a copy) if it stays empty until
+        // then, nor resume its new content at an offset of the old one (the
+        // batches in flight move the old offset no more).
+        ledger.start_over(f.source, f.meta_json());
         // What was pending was read before the truncation: ship it, and
         // move the position back to the start.
         let position = f.position();

@@ -7,10 +7,12 @@
 //! the last full save, written in place without `fsync`
 //! ([`Checkpoints::save_fast`]): it survives the process being killed (the
 //! page cache keeps it), and after a power cut it may be torn, lost or
-//! stale, when the positions of the last full save apply. Each full save is
-//! numbered (`seq`), and the fast file names the save it follows (`base`):
-//! its positions apply only over that save, so a fast file older than the
-//! full one is never read over it.
+//! stale, when the positions of the last full save apply. Its line ends in
+//! a checksum of the rest, so a torn line (a write cut short by a kill
+//! between two pages, or half of it on disk after a power cut) is never
+//! read. Each full save is numbered (`seq`), and the fast file names the
+//! save it follows (`base`): its positions apply only over that save, so a
+//! fast file older than the full one is never read over it.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -160,7 +162,10 @@ impl Checkpoints {
         let Some(line) = self.fast_line() else {
             return Ok(sources);
         };
-        if let Ok(fast) = serde_json::from_slice::<Fast<BTreeMap<String, u64>>>(&line) {
+        if let Some(json) = checked(&line) {
+            let Ok(fast) = serde_json::from_slice::<Fast<BTreeMap<String, u64>>>(json) else {
+                return Ok(sources);
+            };
             if fast.base == seq {
                 for (key, offset) in fast.offsets {
                     entry(&mut sources, key).offset = offset;
@@ -177,8 +182,8 @@ impl Checkpoints {
         Ok(sources)
     }
 
-    /// The first line of `checkpoints.fast`; none without a file or a
-    /// whole line (torn or emptied).
+    /// The first line of `checkpoints.fast`, without its newline; none
+    /// without a file or a whole line (emptied).
     fn fast_line(&self) -> Option<Vec<u8>> {
         let mut bytes = fs::read(self.fast_path()).ok()?;
         let end = bytes.iter().position(|&b| b == b'\n')?;
@@ -202,7 +207,8 @@ impl Checkpoints {
             offsets: positions,
         };
         let mut line = serde_json::to_vec(&fast).map_err(|e| io(std::io::Error::other(e)))?;
-        line.push(b'\n');
+        let sum = fnv1a(&line);
+        line.extend_from_slice(format!("\t{sum:016x}\n").as_bytes());
         let mut fast = self.fast.lock().unwrap_or_else(|p| p.into_inner());
         if fast.is_none() {
             *fast = Some(
@@ -265,6 +271,22 @@ impl Checkpoints {
         }
         Ok(())
     }
+}
+
+/// The JSON of a fast line (`JSON \t checksum`) if its checksum is right;
+/// none for a torn line, or one without a checksum (an earlier version's).
+fn checked(line: &[u8]) -> Option<&[u8]> {
+    let tab = line.iter().rposition(|&b| b == b'\t')?;
+    let (json, sum) = (&line[..tab], &line[tab + 1..]);
+    let sum = u64::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    (sum == fnv1a(json)).then_some(json)
+}
+
+/// 64-bit FNV-1a: a checksum that tells a torn line from a whole one.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// `key`'s checkpoint in `sources`, made (offset 0, no facts) if missing.
@@ -337,6 +359,15 @@ mod tests {
         // Torn (no newline) or garbage: ignored.
         fs::write(&fast_file, b"{\"base\":1,\"offsets\":{\"spool\": 99").unwrap();
         assert_eq!(c.load().unwrap()["spool"].offset, 100);
+        // Torn yet still JSON (a new first page over an old second one):
+        // the checksum tells.
+        c.save_fast(&fast(&[("spool", 1770)])).unwrap();
+        let line = String::from_utf8(fs::read(&fast_file).unwrap()).unwrap();
+        fs::write(&fast_file, line.replace("1770", "1779")).unwrap();
+        assert_eq!(c.load().unwrap()["spool"].offset, 100);
+        let json = line.split('\t').next().unwrap();
+        fs::write(&fast_file, format!("{json}\n")).unwrap();
+        assert_eq!(c.load().unwrap()["spool"].offset, 100, "no checksum");
         // A fast file that follows an older full save (a crash between a
         // full save and the emptying of the fast file, or a power cut) is
         // not read over the newer one.
