@@ -954,11 +954,24 @@ impl Tailer {
             // Rotations written after the newest one a checkpoint found, or
             // after a copy of the checkpointed content (a second copytruncate
             // while the agent was down: its copy holds the lines written
-            // after the first truncation), were made while the agent was
-            // down: read from their start.
+            // after the first truncation), or, with no copy left, after the
+            // run before's last save, were made while the agent was down:
+            // read from their start.
             let newest = r
                 .newest
-                .or_else(|| copies.iter().flatten().filter_map(|c| c.1).max());
+                .or_else(|| copies.iter().flatten().filter_map(|c| c.1).max())
+                .or_else(|| {
+                    // A copied checkpoint whose copy is gone: compressed by
+                    // a second logrotate run (`delaycompress`) or deleted.
+                    // The rotations written after the run before's last
+                    // save were made while the agent was down.
+                    r.copied
+                        .iter()
+                        .zip(&copies)
+                        .filter(|(_, c)| c.is_none())
+                        .filter_map(|((_, after), _)| *after)
+                        .min()
+                });
             // The copies first: they must not miss a place among
             // `max_open_files` (the truncated file's new checkpoint is saved
             // with them).

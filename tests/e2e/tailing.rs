@@ -775,6 +775,71 @@ fn two_copytruncates_while_stopped_lose_nothing() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// logrotate's `copytruncate` with `compress` and `delaycompress`, run twice
+/// while the agent is stopped: the second run compresses the first copy
+/// (`app.log.2.gz`, never read: the lines only it holds are lost, as the
+/// README says) and makes a second copy, `app.log.1`, holding only lines
+/// written after the first truncation. No copy of the checkpointed content
+/// is left, so the rotations written after the run before's last save are
+/// read from their start: the second copy's lines arrive, once, and an old
+/// rotation stays unread.
+#[test]
+fn copytruncate_with_delaycompress_twice_while_stopped_reads_the_plain_copy() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    // An old rotation, made long before this run.
+    let old = s.log("app.log.3");
+    append(&mut open_append(&old), 1000..1010, "old", LINE_LEN);
+    let mut f = open_append(&app);
+    append(&mut f, 0..12, "first", LINE_LEN);
+    let cfg = config(&s, &[&app], &receiver);
+    let mut agent = Agent::start(&cfg, s.path());
+    receiver.wait_for_logs(12, Duration::from_secs(15));
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    // Far from the last save for a kernel with coarse timestamps.
+    std::thread::sleep(Duration::from_millis(50));
+    // Lines only the first copy holds (numbered beyond the expected range:
+    // compressed, they must not arrive).
+    append(&mut f, 5000..5008, "gz-only", LINE_LEN);
+    std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    append(&mut f, 12..27, "between", LINE_LEN);
+    std::thread::sleep(Duration::from_millis(50));
+    // The second run: the first copy becomes app.log.2 and is compressed
+    // one run late, and the log is copied and truncated again.
+    std::fs::rename(s.log("app.log.1"), s.log("app.log.2")).expect("rename");
+    gzip(&s.log("app.log.2"));
+    std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+    f.set_len(0).expect("truncate");
+    append(&mut f, 27..42, "after", LINE_LEN);
+    let mut agent = Agent::start(&cfg, s.path());
+    let records = collect(&receiver, 42, Duration::from_secs(15));
+    let report = SeqReport::new(
+        "app.log and its plain copy after the restart",
+        42,
+        bodies(&records),
+    );
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// Compresses `path` to `path.gz` and removes it, as logrotate's `compress`.
+fn gzip(path: &Path) {
+    let data = std::fs::read(path).expect("read the rotation");
+    let mut gz = path.as_os_str().to_owned();
+    gz.push(".gz");
+    let out = File::create(&gz).expect("create the .gz");
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    enc.write_all(&data).expect("compress");
+    enc.finish().expect("compress");
+    std::fs::remove_file(path).expect("remove the rotation");
+}
+
 /// While the agent is stopped, lines are written, then `app.log` is copied
 /// and truncated, refilled, then rotated by rename: the rotated file has the
 /// checkpointed inode but not its content (its fingerprint changed). It was
