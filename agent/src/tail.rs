@@ -1199,7 +1199,7 @@ impl Tailer {
         let fp_len = (spec.fingerprint_bytes as u64).min(size) as usize;
         let fp = fingerprint(&file, fp_len)?;
         let key = format!("{}:{}", id.0, id.1);
-        let (source, saved) = self.io.ledger.source(&key);
+        let (mut source, saved) = self.io.ledger.source(&key);
         let known = saved.is_some();
         let resume = saved
             .as_ref()
@@ -1222,10 +1222,18 @@ impl Tailer {
             (None, _) if !self.specs[si].scanned && spec.start_at == StartAt::End => size,
             (None, _) => 0,
         };
-        if resume.is_none() {
-            self.io.ledger.set_committed(source, start);
-        }
         let path_str = name.unwrap_or(path).to_string_lossy().into_owned();
+        if resume.is_none() {
+            if known {
+                // Batches of the content the checkpoint knew may still be
+                // in flight (a source removed by a reload and added back):
+                // they must not move the new content's checkpoint.
+                let meta = serde_json::json!({"path": path_str, "fp": fp, "fp_len": fp_len});
+                source = self.io.ledger.start_over(source, start, meta);
+            } else {
+                self.io.ledger.set_committed(source, start);
+            }
+        }
         file.seek(SeekFrom::Start(start))?;
         tracing::info!(path = %path.display(), offset = start, resumed = resume.is_some(), "tailing");
         let meta = Arc::new(SourceMeta::for_path(&path_str));
@@ -1486,8 +1494,8 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         // Saved at once, with offset 0: a restart must not take the file
         // for truncated again (and look for a copy) if it stays empty until
         // then, nor resume its new content at an offset of the old one (the
-        // batches in flight move the old offset no more).
-        ledger.start_over(f.source, f.meta_json());
+        // old content's batches, in flight or queued, carry the old id).
+        f.source = ledger.start_over(f.source, 0, f.meta_json());
         // What was pending was read before the truncation: ship it, and
         // move the position back to the start.
         let position = f.position();

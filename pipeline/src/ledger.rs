@@ -37,9 +37,6 @@ struct Source {
     delay: Duration,
     /// The offset the last full save took.
     saved: u64,
-    /// Batches before this one hold offsets of content that is gone
-    /// ([`Ledger::start_over`]): their positions are not committed.
-    floor: BatchId,
 }
 
 #[derive(Debug)]
@@ -166,7 +163,6 @@ impl Ledger {
             live: true,
             delay: SAVE_DELAY,
             saved: saved.as_ref().map_or(0, |c| c.offset),
-            floor: 0,
         });
         st.by_key.insert(key.to_string(), id);
         (id, saved)
@@ -224,20 +220,34 @@ impl Ledger {
         }
     }
 
-    /// Source `id` starts over at offset 0 with the facts `meta` (a file
-    /// truncated in place): both are saved in full at once, together, and
-    /// the positions of the batches registered before now are not committed
-    /// when they are acknowledged. They are offsets in content that is gone,
-    /// and a restart must not resume the new content there.
-    pub fn start_over(&self, id: SourceId, meta: serde_json::Value) {
+    /// Source `id` starts over at `offset` with the facts `meta` (a file
+    /// truncated in place, or found with other content than its checkpoint
+    /// knew): returns the id its positions carry from now on. Both are saved
+    /// in full at once, together, under the same key. Positions of the old
+    /// id, in batches in flight or still queued, are offsets in content that
+    /// is gone: they are committed to the old id, which is no longer saved,
+    /// so a restart never resumes the new content there.
+    pub fn start_over(&self, id: SourceId, offset: u64, meta: serde_json::Value) -> SourceId {
         let mut st = self.lock();
-        let floor = st.next_id;
-        if let Some(s) = st.sources.get_mut(id.0 as usize) {
-            s.committed = Checkpoint { offset: 0, meta };
-            s.floor = floor;
-            st.dirty = true;
-            self.changed.notify_all();
-        }
+        let st = &mut *st;
+        let Some(old) = st.sources.get_mut(id.0 as usize) else {
+            return id;
+        };
+        old.live = false;
+        let key = old.key.clone();
+        let delay = old.delay;
+        let new = SourceId(st.sources.len() as u32);
+        st.sources.push(Source {
+            key: key.clone(),
+            committed: Checkpoint { offset, meta },
+            live: true,
+            delay,
+            saved: 0,
+        });
+        st.by_key.insert(key, new);
+        st.dirty = true;
+        self.changed.notify_all();
+        new
     }
 
     /// Moves a source's committed position to `offset` directly. For a source
@@ -318,12 +328,11 @@ impl Ledger {
                     // The latest position wins, not the largest: a source
                     // truncated and read again from 0 must commit small offsets.
                     if let Some(s) = st.sources.get_mut(pos.source.0 as usize) {
-                        if done.id < s.floor {
-                            continue;
-                        }
                         // A batch of metrics alone, or of records that did
-                        // not move their source, leaves nothing to save.
-                        if s.committed.offset != pos.offset {
+                        // not move their source, leaves nothing to save; nor
+                        // does a source no longer saved (retired, started
+                        // over).
+                        if s.committed.offset != pos.offset && s.live {
                             moved = true;
                             let by = Instant::now() + s.delay;
                             due = Some(due.map_or(by, |d| d.min(by)));
@@ -743,14 +752,16 @@ mod tests {
     }
 
     #[test]
-    fn a_source_started_over_ignores_the_positions_in_flight_before() {
+    fn a_source_started_over_ignores_the_positions_of_its_old_content() {
         let (_dir, store, l) = stored_ledger();
         let (s, _) = l.source("file-1");
         l.set_meta(s, serde_json::json!({"fp": 1}));
-        let old = l.begin_batch(pos(s, 500));
-        // Truncated while that batch is in flight: offset 0, new facts,
-        // saved together at once.
-        l.start_over(s, serde_json::json!({"fp": 2}));
+        let b = l.begin_batch(pos(s, 300));
+        l.ack(b);
+        let in_flight = l.begin_batch(pos(s, 500));
+        // Truncated while that batch is in flight: offset 0 and the new
+        // facts, saved together at once.
+        let t = l.start_over(s, 0, serde_json::json!({"fp": 2}));
         assert!(l.wait_changed(Duration::ZERO));
         l.persist_due().unwrap();
         let saved = || {
@@ -758,17 +769,23 @@ mod tests {
             (c.offset, c.meta["fp"].as_u64())
         };
         assert_eq!(saved(), (0, Some(2)));
-        // The old batch arrives: its offset belongs to the old content.
-        l.ack(old);
-        assert_eq!(l.committed(s), 0);
+        // The old content's batch in flight, and one still queued when the
+        // file started over (registered after it), are acknowledged: their
+        // offsets belong to the content that is gone.
+        l.ack(in_flight);
+        let queued = l.begin_batch(pos(s, 700));
+        l.ack(queued);
+        assert_eq!(l.committed(t), 0);
+        assert!(!l.wait_changed(Duration::ZERO), "nothing to save");
         l.persist().unwrap();
         assert_eq!(saved(), (0, Some(2)));
         // The new content's batches move it on.
-        let new = l.begin_batch(pos(s, 40));
+        let new = l.begin_batch(pos(t, 40));
         l.ack(new);
-        assert_eq!(l.committed(s), 40);
+        assert_eq!(l.committed(t), 40);
         l.persist().unwrap();
         assert_eq!(saved(), (40, Some(2)));
+        assert_eq!(l.source("file-1").0, t, "the key names the new id");
     }
 
     #[test]
