@@ -69,6 +69,21 @@ struct State {
 }
 
 impl State {
+    /// A new live source under `key` (which names it from now on), starting
+    /// from `committed`, as last saved.
+    fn register(&mut self, key: String, committed: Checkpoint, delay: Duration) -> SourceId {
+        let id = SourceId(self.sources.len() as u32);
+        self.by_key.insert(key.clone(), id);
+        self.sources.push(Source {
+            key,
+            saved: committed.offset,
+            committed,
+            live: true,
+            delay,
+        });
+        id
+    }
+
     /// Whether a full save is due at `now`: a source came, went or changed,
     /// or a move's delay is over.
     fn full_due(&self, now: Instant) -> bool {
@@ -153,18 +168,11 @@ impl Ledger {
             return (id, Some(s.committed.clone()));
         }
         let saved = st.dormant.remove(key);
-        let id = SourceId(st.sources.len() as u32);
-        st.sources.push(Source {
-            key: key.to_string(),
-            committed: saved.clone().unwrap_or(Checkpoint {
-                offset: 0,
-                meta: serde_json::Value::Null,
-            }),
-            live: true,
-            delay: SAVE_DELAY,
-            saved: saved.as_ref().map_or(0, |c| c.offset),
+        let committed = saved.clone().unwrap_or(Checkpoint {
+            offset: 0,
+            meta: serde_json::Value::Null,
         });
-        st.by_key.insert(key.to_string(), id);
+        let id = st.register(key.to_string(), committed, SAVE_DELAY);
         (id, saved)
     }
 
@@ -234,17 +242,8 @@ impl Ledger {
             return id;
         };
         old.live = false;
-        let key = old.key.clone();
-        let delay = old.delay;
-        let new = SourceId(st.sources.len() as u32);
-        st.sources.push(Source {
-            key: key.clone(),
-            committed: Checkpoint { offset, meta },
-            live: true,
-            delay,
-            saved: 0,
-        });
-        st.by_key.insert(key, new);
+        let (key, delay) = (old.key.clone(), old.delay);
+        let new = st.register(key, Checkpoint { offset, meta }, delay);
         st.dirty = true;
         self.changed.notify_all();
         new
