@@ -48,6 +48,13 @@ const READ_CHUNK: usize = crate::config::memory::READ_CHUNK as usize;
 /// How long a rotated or deleted file stays open after reaching its end, for
 /// writers that have not reopened their log yet.
 const ROTATE_GRACE: Duration = Duration::from_secs(2);
+/// How often the sources of files let go are looked at, while some wait
+/// for their last acknowledgement.
+const RETIRE_CHECK: Duration = Duration::from_millis(500);
+/// How many of the last bytes read before a file's offset must be the same
+/// in a rotation, besides its first bytes, for it to be taken for the copy
+/// a `copytruncate` made of the file.
+const TAIL_BYTES: usize = 64;
 /// Least time between two scans asked for by filesystem events (a burst of
 /// creations costs one scan, not one per file).
 const RESCAN_GAP: Duration = Duration::from_millis(200);
@@ -205,6 +212,10 @@ struct Tailed {
     passthrough: bool,
     /// The last position sent for this file.
     sent: u64,
+    /// The last bytes before `read_end` (up to [`TAIL_BYTES`]): with the
+    /// fingerprint, they tell a copy of what was read (`copytruncate`) from
+    /// an older rotation that starts alike.
+    tail: Vec<u8>,
 }
 
 impl Tailed {
@@ -271,6 +282,10 @@ pub struct Tailer {
     /// local filesystem, where it reports every write: a timer scan then
     /// leaves growth to inotify instead of looking at each file.
     inotify_covers: bool,
+    /// Sources of files let go whose last records are not acknowledged yet,
+    /// with the position they must reach: their checkpoints are kept until
+    /// then, so that a crash meanwhile reads the rest again after a restart.
+    retiring: Vec<(SourceId, u64)>,
 }
 
 impl Tailer {
@@ -342,6 +357,7 @@ impl Tailer {
                 dirs: HashMap::new(),
                 light_scans: 0,
                 inotify_covers: false,
+                retiring: Vec::new(),
             },
             wake_tx,
         ))
@@ -386,6 +402,9 @@ impl Tailer {
             }
             let more = self.read_pass();
             self.flush_expired();
+            if !self.retiring.is_empty() {
+                self.retire_acknowledged();
+            }
             for spec in std::mem::take(&mut self.ctl.added) {
                 rescan |= self.on_wake(Wake::AddSource(spec));
             }
@@ -432,6 +451,10 @@ impl Tailer {
 
     fn next_deadline(&self, next_scan: Instant) -> Duration {
         let mut deadline = next_scan;
+        // Files let go are retired once acknowledged.
+        if !self.retiring.is_empty() {
+            deadline = deadline.min(Instant::now() + RETIRE_CHECK);
+        }
         // A rotated file must be closed once its grace is over.
         for f in self.files.values() {
             if let Some(t) = f.rotated_at {
@@ -1073,16 +1096,22 @@ impl Tailer {
                 let Some(f) = self.files.get_mut(&fid) else {
                     break;
                 };
-                match read_file(f, &self.specs[f.spec].spec, &self.io, &mut self.ctl) {
-                    Ok(Outcome::More) => continue,
+                let mut outcome = read_file(f, &self.specs[f.spec].spec, &self.io, &mut self.ctl);
+                if matches!(outcome, Ok(Outcome::Truncated)) {
+                    outcome = self.on_truncated(fid);
+                }
+                match outcome {
+                    Ok(Outcome::More | Outcome::Truncated) => continue,
                     Ok(Outcome::Eof) => break,
                     Ok(Outcome::QueueClosed) => {
                         self.ctl.closed = true;
                         self.ctl.stop = true;
                     }
                     Err(e) => {
-                        let key = format!("read {}", f.path.display());
-                        self.warn_once(key, &e);
+                        if let Some(f) = self.files.get(&fid) {
+                            let key = format!("read {}", f.path.display());
+                            self.warn_once(key, &e);
+                        }
                         break;
                     }
                 }
@@ -1235,6 +1264,14 @@ impl Tailer {
             }
         }
         file.seek(SeekFrom::Start(start))?;
+        let mut tail = vec![0u8; (start as usize).min(TAIL_BYTES)];
+        {
+            use std::os::unix::fs::FileExt;
+            let at = start - tail.len() as u64;
+            if file.read_exact_at(&mut tail, at).is_err() {
+                tail.clear();
+            }
+        }
         tracing::info!(path = %path.display(), offset = start, resumed = resume.is_some(), "tailing");
         let meta = Arc::new(SourceMeta::for_path(&path_str));
         let decoder = LineDecoder::new(spec.format, spec.multiline.clone(), spec.max_line_bytes)
@@ -1256,6 +1293,7 @@ impl Tailer {
             passthrough: decoder.is_passthrough(),
             decoder,
             sent: start,
+            tail,
         };
         t.save_meta(&self.io.ledger);
         Ok(t)
@@ -1281,14 +1319,20 @@ impl Tailer {
             f.last_read = Instant::now();
             self.lru.insert((f.last_read, id));
             let spec = &self.specs[f.spec].spec;
-            let outcome = read_file(f, spec, &self.io, &mut self.ctl);
+            let mut outcome = read_file(f, spec, &self.io, &mut self.ctl);
+            if matches!(outcome, Ok(Outcome::Truncated)) {
+                outcome = self.on_truncated(id);
+            }
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
             if f.decoder.pending_deadline().is_some() {
                 self.pending.insert(id);
             } else {
                 self.pending.remove(&id);
             }
             match outcome {
-                Ok(Outcome::More) => {
+                Ok(Outcome::More | Outcome::Truncated) => {
                     more = true;
                     self.dirty.insert(id);
                 }
@@ -1339,9 +1383,27 @@ impl Tailer {
         if let Some(f) = self.untrack(id) {
             tracing::debug!(path = %f.path.display(), "released");
             if f.rotated_at.is_some() || f.file.is_none() {
-                self.io.ledger.retire(f.source);
+                self.retiring.push((f.source, f.sent));
+                self.retire_acknowledged();
             }
         }
+    }
+
+    /// Retires the sources of files let go whose records are all
+    /// acknowledged (unless a file tailed again uses them: the same file
+    /// found again at a path the globs match).
+    fn retire_acknowledged(&mut self) {
+        let ledger = &self.io.ledger;
+        let files = &self.files;
+        self.retiring.retain(|&(source, sent)| {
+            if ledger.committed(source) < sent {
+                return true;
+            }
+            if !files.values().any(|f| f.source == source) {
+                ledger.retire(source);
+            }
+            false
+        });
     }
 
     /// Stops tracking a file (closing it); its checkpoint is left as it is.
@@ -1426,6 +1488,133 @@ impl Tailer {
     }
 }
 
+impl Tailer {
+    /// File `id` was found truncated (`copytruncate`). What it held past
+    /// the tailer's offset, written before the copy was made, is in the copy
+    /// only: under backpressure (an output down) that is the whole backlog.
+    /// So if a copy of what was read is found beside it ([`find_copy`]), the
+    /// file's source moves to the copy (its checkpoint, its batches in
+    /// flight: [`Ledger::hand_over`]), which is read on from the offset and
+    /// let go like a rotated file, and the file is read again from its start
+    /// under a new source. Otherwise the file alone is read again from its
+    /// start.
+    fn on_truncated(&mut self, id: FileId) -> io::Result<Outcome> {
+        let copy = self.find_copy(id);
+        let Some(f) = self.files.get_mut(&id) else {
+            return Ok(Outcome::Eof);
+        };
+        self.io.stats.truncations.fetch_add(1, Ordering::Relaxed);
+        let offset = f.read_end();
+        let Some((copy_path, cid, mut copy)) = copy else {
+            tracing::info!(path = %f.path.display(), offset, "file truncated; reading it again from the start");
+            return read_again_from_start(f, &self.io, &mut self.ctl);
+        };
+        copy.seek(SeekFrom::Start(offset))?;
+        let Some(mut file) = f.file.take() else {
+            return Ok(Outcome::Eof);
+        };
+        file.seek(SeekFrom::Start(0))?;
+        let fp = fingerprint(&file, 0)?;
+        let spec = &self.specs[f.spec].spec;
+        let decoder = LineDecoder::new(spec.format, spec.multiline.clone(), spec.max_line_bytes)
+            .starting_at(0)
+            .with_source(f.meta.clone());
+        let meta = serde_json::json!({"path": f.meta.path, "fp": fp, "fp_len": 0});
+        let key = format!("{}:{}", cid.0, cid.1);
+        let source = self.io.ledger.hand_over(f.source, &key, 0, meta);
+        let fresh = Tailed {
+            spec: f.spec,
+            path: f.path.clone(),
+            file: Some(file),
+            last_read: f.last_read,
+            source,
+            meta: f.meta.clone(),
+            consumed: 0,
+            partial: Vec::new(),
+            skipping: false,
+            rotated_at: f.rotated_at,
+            fp_len: 0,
+            fp,
+            passthrough: decoder.is_passthrough(),
+            decoder,
+            sent: 0,
+            tail: Vec::new(),
+        };
+        // The rest of the old content, its held partial line and what its
+        // decoder holds go on in the copy, under the old source.
+        let mut old = std::mem::replace(f, fresh);
+        tracing::info!(path = %old.path.display(), copy = %copy_path.display(), offset, "file truncated; reading the rest of what it held from its copy, and the file again from the start");
+        self.pending.remove(&id);
+        // A copy the globs match stays tailed at its path (its checkpoint
+        // goes with it, so a later scan does not read it again); any other
+        // is read to its end and let go.
+        let owned = self.specs.iter().enumerate().any(|(si, c)| {
+            !c.removed
+                && c.include.iter().any(|p| p.matches_path(&copy_path))
+                && !self.excluded(si, &copy_path)
+        });
+        if owned {
+            self.by_path.insert(copy_path.clone().into_os_string(), cid);
+            old.rotated_at = None;
+        } else {
+            old.rotated_at = Some(Instant::now());
+        }
+        old.path = copy_path;
+        old.file = Some(copy);
+        old.last_read = Instant::now();
+        self.make_room(cid);
+        self.adopt(cid, old);
+        Ok(Outcome::More)
+    }
+
+    /// The copy `copytruncate` made of file `id` before truncating it: a
+    /// rotation of it (`app.log.1`, `app.log-20261127`, not compressed, not
+    /// tailed) with the file's fingerprinted first bytes, at least as long
+    /// as what was read, with the same last [`TAIL_BYTES`] before the
+    /// tailer's offset. The longest such one (a later copy of the same
+    /// content holds more of it), the newest if they are as long.
+    fn find_copy(&self, id: FileId) -> Option<(PathBuf, FileId, File)> {
+        use std::os::unix::fs::FileExt;
+        let f = self.files.get(&id)?;
+        let offset = f.read_end();
+        if offset == 0 || f.tail.is_empty() {
+            return None;
+        }
+        let mut best: Option<(u64, SystemTime, PathBuf, FileId, File)> = None;
+        for e in std::fs::read_dir(f.path.parent()?).ok()?.flatten() {
+            let path = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            let cid = (md.dev(), md.ino());
+            if !md.is_file()
+                || cid == id
+                || md.len() < offset
+                || !is_rotation_of(&path, &f.path)
+                || self.files.contains_key(&cid)
+                || is_compressed(&path)
+            {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let mut tail = vec![0u8; f.tail.len()];
+            let at = offset - tail.len() as u64;
+            let same = fingerprint(&file, f.fp_len).ok() == Some(f.fp)
+                && file.read_exact_at(&mut tail, at).is_ok()
+                && tail == f.tail;
+            if !same {
+                continue;
+            }
+            let ctime =
+                UNIX_EPOCH + Duration::new(md.ctime().max(0) as u64, md.ctime_nsec().max(0) as u32);
+            if best.as_ref().is_none_or(|b| (b.0, b.1) < (md.len(), ctime)) {
+                best = Some((md.len(), ctime, path, cid, file));
+            }
+        }
+        best.map(|(_, _, path, cid, file)| (path, cid, file))
+    }
+}
+
 /// Requests that arrive while the tailer is busy.
 #[derive(Debug, Default)]
 struct Control {
@@ -1446,6 +1635,9 @@ enum Outcome {
     More,
     /// Read to the current end.
     Eof,
+    /// The file was truncated (`copytruncate`): nothing was read or changed;
+    /// [`Tailer::on_truncated`] takes it from here.
+    Truncated,
     /// The pipeline is gone or we were told to stop.
     QueueClosed,
 }
@@ -1461,13 +1653,7 @@ struct Io {
 
 /// Reads one file up to its budget, sending a chunk per read.
 fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io::Result<Outcome> {
-    let Io {
-        tx,
-        stats,
-        wake,
-        ledger,
-        ..
-    } = io;
+    let Io { stats, ledger, .. } = io;
     let read_end = f.read_end();
     let Some(file) = f.file.as_mut() else {
         return Ok(Outcome::Eof);
@@ -1480,36 +1666,7 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
     // bytes changed (truncated and refilled past our offset).
     let truncated = size < read_end || (f.fp_len > 0 && fingerprint(file, f.fp_len)? != f.fp);
     if truncated {
-        tracing::info!(path = %f.path.display(), size, offset = read_end, "file truncated; reading it again from the start");
-        stats.truncations.fetch_add(1, Ordering::Relaxed);
-        file.seek(SeekFrom::Start(0))?;
-        size = file.metadata()?.len();
-        let mut out = Vec::new();
-        f.consumed = 0;
-        f.partial.clear();
-        f.skipping = false;
-        f.decoder.rewind(0, &mut out);
-        f.fp_len = 0;
-        f.fp = fingerprint(file, 0)?;
-        // Saved at once, with offset 0: a restart must not take the file
-        // for truncated again (and look for a copy) if it stays empty until
-        // then, nor resume its new content at an offset of the old one (the
-        // old content's batches, in flight or queued, carry the old id).
-        f.source = ledger.start_over(f.source, 0, f.meta_json());
-        // What was pending was read before the truncation: ship it, and
-        // move the position back to the start.
-        let position = f.position();
-        let chunk = Chunk {
-            records: out.into_iter().map(Record::Log).collect(),
-            position: Some(Position {
-                source: f.source,
-                offset: position,
-            }),
-        };
-        f.sent = position;
-        if !send(tx, chunk, wake, ctl) {
-            return Ok(Outcome::QueueClosed);
-        }
+        return Ok(Outcome::Truncated);
     }
     let mut budget = spec.read_budget.max(READ_CHUNK);
     loop {
@@ -1541,6 +1698,7 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         }
         budget = budget.saturating_sub(n);
         stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        note_tail(&mut f.tail, &buf[buf.len() - n..]);
         let mut out = Vec::new();
         split(f, buf, spec, stats, &mut out);
         if f.fp_len < spec.fingerprint_bytes {
@@ -1550,6 +1708,59 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
             return Ok(Outcome::QueueClosed);
         }
     }
+}
+
+/// Keeps the last [`TAIL_BYTES`] of what was read in `tail`, `read` being
+/// the bytes just read after it.
+fn note_tail(tail: &mut Vec<u8>, read: &[u8]) {
+    if read.len() >= TAIL_BYTES {
+        tail.clear();
+        tail.extend_from_slice(&read[read.len() - TAIL_BYTES..]);
+    } else {
+        tail.extend_from_slice(read);
+        let over = tail.len().saturating_sub(TAIL_BYTES);
+        tail.drain(..over);
+    }
+}
+
+/// Reads `f` again from its start after a truncation no copy was found
+/// for: what its decoder held is shipped, and its source starts over at 0.
+fn read_again_from_start(f: &mut Tailed, io: &Io, ctl: &mut Control) -> io::Result<Outcome> {
+    let Io {
+        tx, wake, ledger, ..
+    } = io;
+    let Some(file) = f.file.as_mut() else {
+        return Ok(Outcome::Eof);
+    };
+    file.seek(SeekFrom::Start(0))?;
+    let mut out = Vec::new();
+    f.consumed = 0;
+    f.partial.clear();
+    f.tail.clear();
+    f.skipping = false;
+    f.decoder.rewind(0, &mut out);
+    f.fp_len = 0;
+    f.fp = fingerprint(file, 0)?;
+    // Saved at once, with offset 0: a restart must not take the file
+    // for truncated again (and look for a copy) if it stays empty until
+    // then, nor resume its new content at an offset of the old one (the
+    // old content's batches, in flight or queued, carry the old id).
+    f.source = ledger.start_over(f.source, 0, f.meta_json());
+    // What was pending was read before the truncation: ship it, and
+    // move the position back to the start.
+    let position = f.position();
+    let chunk = Chunk {
+        records: out.into_iter().map(Record::Log).collect(),
+        position: Some(Position {
+            source: f.source,
+            offset: position,
+        }),
+    };
+    f.sent = position;
+    if !send(tx, chunk, wake, ctl) {
+        return Ok(Outcome::QueueClosed);
+    }
+    Ok(Outcome::More)
 }
 
 /// Sends `out` (records of `f`) with the file's position, unless there is

@@ -249,6 +249,42 @@ impl Ledger {
         new
     }
 
+    /// Source `id`'s content moved, at the same offsets, to the file known by
+    /// `to` (a copy made by `copytruncate` before it truncated the file
+    /// `id` was reading): the checkpoint, its facts and the positions of the
+    /// batches in flight go with it, so a restart reads the copy from what
+    /// was acknowledged. A new source starts under `id`'s old key at
+    /// `offset` with the facts `meta` (the truncated file's new content);
+    /// returns its id. Both are saved in full at once, together. A
+    /// checkpoint `to` named before is dropped.
+    pub fn hand_over(
+        &self,
+        id: SourceId,
+        to: &str,
+        offset: u64,
+        meta: serde_json::Value,
+    ) -> SourceId {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.dormant.remove(to);
+        if let Some(prev) = st.by_key.get(to).copied().filter(|&p| p != id) {
+            st.sources[prev.0 as usize].live = false;
+        }
+        let Some(old) = st.sources.get_mut(id.0 as usize) else {
+            return id;
+        };
+        let from = std::mem::replace(&mut old.key, to.to_string());
+        let delay = old.delay;
+        if st.by_key.get(&from) == Some(&id) {
+            st.by_key.remove(&from);
+        }
+        st.by_key.insert(to.to_string(), id);
+        let new = st.register(from, Checkpoint { offset, meta }, delay);
+        st.dirty = true;
+        self.changed.notify_all();
+        new
+    }
+
     /// Moves a source's committed position to `offset` directly. For a source
     /// that starts at its end (`start_at: end`) or was skipped on purpose;
     /// never for records that are in flight.
@@ -785,6 +821,47 @@ mod tests {
         l.persist().unwrap();
         assert_eq!(saved(), (40, Some(2)));
         assert_eq!(l.source("file-1").0, t, "the key names the new id");
+    }
+
+    #[test]
+    fn a_source_handed_over_to_its_copy_takes_its_batches_in_flight_along() {
+        let (_dir, store, l) = stored_ledger();
+        let (s, _) = l.source("file-1");
+        l.set_meta(s, serde_json::json!({"fp": 1}));
+        let b = l.begin_batch(pos(s, 300));
+        l.ack(b);
+        let in_flight = l.begin_batch(pos(s, 500));
+        l.persist().unwrap();
+        // Copied to "copy-1" and truncated while that batch is in flight.
+        let t = l.hand_over(s, "copy-1", 0, serde_json::json!({"fp": 2}));
+        assert_ne!(t, s);
+        assert!(l.wait_changed(Duration::ZERO));
+        l.persist_due().unwrap();
+        let saved = |key: &str| {
+            store
+                .load()
+                .unwrap()
+                .get(key)
+                .map(|c| (c.offset, c.meta["fp"].as_u64()))
+        };
+        // Both at once: the copy with the old content's checkpoint and
+        // facts, the truncated file from 0 with its new facts.
+        assert_eq!(saved("copy-1"), Some((300, Some(1))));
+        assert_eq!(saved("file-1"), Some((0, Some(2))));
+        // The batch in flight moves the copy's checkpoint, not the file's.
+        l.ack(in_flight);
+        assert_eq!(l.committed(s), 500);
+        assert_eq!(l.committed(t), 0);
+        l.persist().unwrap();
+        assert_eq!(saved("copy-1"), Some((500, Some(1))));
+        assert_eq!(saved("file-1"), Some((0, Some(2))));
+        assert_eq!(l.source("file-1").0, t, "the file's key names the new id");
+        assert_eq!(l.source("copy-1").0, s, "the copy's key names the old id");
+        // Let go once read: the copy's checkpoint is dropped, the file's kept.
+        l.retire(s);
+        l.persist().unwrap();
+        assert_eq!(saved("copy-1"), None);
+        assert_eq!(saved("file-1"), Some((0, Some(2))));
     }
 
     #[test]
