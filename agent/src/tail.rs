@@ -216,6 +216,10 @@ struct Tailed {
     /// fingerprint, they tell a copy of what was read (`copytruncate`) from
     /// an older rotation that starts alike.
     tail: Vec<u8>,
+    /// When the file was last found not truncated: a rotation written
+    /// later than that, when it is found truncated, holds a generation the
+    /// tailer never saw (two `copytruncate`s while it looked away).
+    checked: SystemTime,
 }
 
 impl Tailed {
@@ -285,7 +289,9 @@ pub struct Tailer {
     /// Sources of files let go whose last records are not acknowledged yet,
     /// with the position they must reach: their checkpoints are kept until
     /// then, so that a crash meanwhile reads the rest again after a restart.
-    retiring: Vec<(SourceId, u64)>,
+    retiring: HashMap<SourceId, u64>,
+    /// When `retiring` is looked at next.
+    next_retire: Instant,
 }
 
 impl Tailer {
@@ -357,7 +363,8 @@ impl Tailer {
                 dirs: HashMap::new(),
                 light_scans: 0,
                 inotify_covers: false,
-                retiring: Vec::new(),
+                retiring: HashMap::new(),
+                next_retire: Instant::now(),
             },
             wake_tx,
         ))
@@ -402,7 +409,7 @@ impl Tailer {
             }
             let more = self.read_pass();
             self.flush_expired();
-            if !self.retiring.is_empty() {
+            if !self.retiring.is_empty() && Instant::now() >= self.next_retire {
                 self.retire_acknowledged();
             }
             for spec in std::mem::take(&mut self.ctl.added) {
@@ -446,14 +453,43 @@ impl Tailer {
         if !self.ctl.closed {
             self.flush_pending();
         }
+        self.hand_over_unseen_truncations();
         self.io.stats.open_files.store(0, Ordering::Relaxed);
+    }
+
+    /// At a stop: a file truncated (`copytruncate`) since the tailer last
+    /// looked at it (held back by a full queue, or the stop came first)
+    /// hands its checkpoint over to its copy, unread. A restart then reads
+    /// on in the copy from what was acknowledged; the file's own
+    /// checkpoint, saved after the copy was made, would not lead there.
+    fn hand_over_unseen_truncations(&mut self) {
+        let truncated: Vec<FileId> = self
+            .files
+            .iter()
+            .filter(|(_, f)| {
+                f.rotated_at.is_none()
+                    && f.file.as_ref().is_some_and(|file| {
+                        file.metadata().is_ok_and(|m| m.len() < f.read_end())
+                            || (f.fp_len > 0
+                                && fingerprint(file, f.fp_len).is_ok_and(|fp| fp != f.fp))
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in truncated {
+            if self.find_copy(id).is_some() {
+                if let Err(e) = self.on_truncated(id) {
+                    tracing::warn!(error = %e, "a truncated file's copy could not take over its checkpoint");
+                }
+            }
+        }
     }
 
     fn next_deadline(&self, next_scan: Instant) -> Duration {
         let mut deadline = next_scan;
         // Files let go are retired once acknowledged.
         if !self.retiring.is_empty() {
-            deadline = deadline.min(Instant::now() + RETIRE_CHECK);
+            deadline = deadline.min(self.next_retire);
         }
         // A rotated file must be closed once its grace is over.
         for f in self.files.values() {
@@ -1294,6 +1330,7 @@ impl Tailer {
             decoder,
             sent: start,
             tail,
+            checked: SystemTime::now(),
         };
         t.save_meta(&self.io.ledger);
         Ok(t)
@@ -1383,7 +1420,10 @@ impl Tailer {
         if let Some(f) = self.untrack(id) {
             tracing::debug!(path = %f.path.display(), "released");
             if f.rotated_at.is_some() || f.file.is_none() {
-                self.retiring.push((f.source, f.sent));
+                // The same source let go twice (found again at its key in
+                // between): the furthest position counts.
+                let sent = self.retiring.entry(f.source).or_insert(0);
+                *sent = (*sent).max(f.sent);
                 self.retire_acknowledged();
             }
         }
@@ -1393,9 +1433,10 @@ impl Tailer {
     /// acknowledged (unless a file tailed again uses them: the same file
     /// found again at a path the globs match).
     fn retire_acknowledged(&mut self) {
+        self.next_retire = Instant::now() + RETIRE_CHECK;
         let ledger = &self.io.ledger;
         let files = &self.files;
-        self.retiring.retain(|&(source, sent)| {
+        self.retiring.retain(|&source, &mut sent| {
             if ledger.committed(source) < sent {
                 return true;
             }
@@ -1505,16 +1546,22 @@ impl Tailer {
         };
         self.io.stats.truncations.fetch_add(1, Ordering::Relaxed);
         let offset = f.read_end();
+        let (si, path) = (f.spec, f.path.clone());
+        // File times come from the kernel's coarse clock, a tick behind.
+        let since = f.checked - Duration::from_millis(20);
         let Some((copy_path, cid, mut copy)) = copy else {
             tracing::info!(path = %f.path.display(), offset, "file truncated; reading it again from the start");
-            return read_again_from_start(f, &self.io, &mut self.ctl);
+            let outcome = read_again_from_start(f, &self.io, &mut self.ctl);
+            self.read_unseen_generations(si, &path, id, since);
+            return outcome;
         };
         copy.seek(SeekFrom::Start(offset))?;
-        let Some(mut file) = f.file.take() else {
+        let Some(file) = f.file.as_mut() else {
             return Ok(Outcome::Eof);
         };
         file.seek(SeekFrom::Start(0))?;
-        let fp = fingerprint(&file, 0)?;
+        let fp = fingerprint(file, 0)?;
+        let file = f.file.take();
         let spec = &self.specs[f.spec].spec;
         let decoder = LineDecoder::new(spec.format, spec.multiline.clone(), spec.max_line_bytes)
             .starting_at(0)
@@ -1525,7 +1572,7 @@ impl Tailer {
         let fresh = Tailed {
             spec: f.spec,
             path: f.path.clone(),
-            file: Some(file),
+            file,
             last_read: f.last_read,
             source,
             meta: f.meta.clone(),
@@ -1539,6 +1586,7 @@ impl Tailer {
             decoder,
             sent: 0,
             tail: Vec::new(),
+            checked: SystemTime::now(),
         };
         // The rest of the old content, its held partial line and what its
         // decoder holds go on in the copy, under the old source.
@@ -1564,7 +1612,42 @@ impl Tailer {
         old.last_read = Instant::now();
         self.make_room(cid);
         self.adopt(cid, old);
+        self.read_unseen_generations(si, &path, id, since);
         Ok(Outcome::More)
+    }
+
+    /// After file `id` (at `path`) was found truncated: numbered rotations
+    /// of it (`app.log.1`, `app.log-20261127`; not compressed, not tailed)
+    /// written after `since`, when it was last found not truncated, hold
+    /// generations the tailer never saw (a second `copytruncate` while it
+    /// was held back, whose copy holds what was written after the first):
+    /// they are read from their start (from their checkpoint, if they have
+    /// one) and let go.
+    fn read_unseen_generations(&mut self, si: usize, path: &Path, id: FileId, since: SystemTime) {
+        let Some(entries) = path.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
+            return;
+        };
+        let mut unseen = Vec::new();
+        for e in entries.flatten() {
+            let rotation = e.path();
+            if !numbered_rotation(&rotation, path) {
+                continue;
+            }
+            let Ok(md) = e.metadata() else { continue };
+            let rid = (md.dev(), md.ino());
+            if md.is_file()
+                && rid != id
+                && !self.files.contains_key(&rid)
+                && md.modified().is_ok_and(|m| m > since)
+                && !is_compressed(&rotation)
+            {
+                unseen.push((rotation, rid, md.len()));
+            }
+        }
+        for (rotation, rid, len) in unseen {
+            tracing::info!(path = %rotation.display(), was = %path.display(), "a rotation written since the file was last looked at: reading it");
+            self.open_rotation(si, &rotation, rid, len, Start::Beginning, path);
+        }
     }
 
     /// The copy `copytruncate` made of file `id` before truncating it: a
@@ -1583,12 +1666,14 @@ impl Tailer {
         let mut best: Option<(u64, SystemTime, PathBuf, FileId, File)> = None;
         for e in std::fs::read_dir(f.path.parent()?).ok()?.flatten() {
             let path = e.path();
+            if !is_rotation_of(&path, &f.path) {
+                continue;
+            }
             let Ok(md) = e.metadata() else { continue };
             let cid = (md.dev(), md.ino());
             if !md.is_file()
                 || cid == id
                 || md.len() < offset
-                || !is_rotation_of(&path, &f.path)
                 || self.files.contains_key(&cid)
                 || is_compressed(&path)
             {
@@ -1658,15 +1743,17 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
     let Some(file) = f.file.as_mut() else {
         return Ok(Outcome::Eof);
     };
+    let now = SystemTime::now();
     let mut size = file.metadata()?.len();
-    if size == read_end {
-        return Ok(Outcome::Eof);
-    }
     // copytruncate: the file is shorter than what we read, or its first
-    // bytes changed (truncated and refilled past our offset).
+    // bytes changed (truncated and refilled up to or past our offset).
     let truncated = size < read_end || (f.fp_len > 0 && fingerprint(file, f.fp_len)? != f.fp);
     if truncated {
         return Ok(Outcome::Truncated);
+    }
+    f.checked = now;
+    if size == read_end {
+        return Ok(Outcome::Eof);
     }
     let mut budget = spec.read_budget.max(READ_CHUNK);
     loop {
@@ -2339,6 +2426,78 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![Bytes::from_static(b"3")]);
+    }
+
+    /// A copytruncate the tailer has not seen when it stops, with a
+    /// checkpoint saved after the copy was made (acknowledgements went on):
+    /// at the stop, the copy takes the checkpoint over, so the restart reads
+    /// on in the copy from what was acknowledged. Without the hand-over, the
+    /// restart does not take a copy older than the last save for the
+    /// truncated file's, and "4" and "5" were lost.
+    #[test]
+    fn a_truncation_unseen_at_a_stop_hands_the_checkpoint_to_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let path = dir.path().join("a.log");
+        let copy = dir.path().join("a.log.1");
+        std::fs::write(&path, b"1\n2\n3\n").unwrap();
+        let store = sidekick_pipeline::Checkpoints::open(&data).unwrap();
+        let key_of = |p: &Path| {
+            let md = std::fs::metadata(p).unwrap();
+            format!("{}:{}", md.dev(), md.ino())
+        };
+        let key = key_of(&path);
+        {
+            let ledger = Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
+            let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+            let (mut t, _w) = Tailer::new(
+                vec![spec(dir.path(), StartAt::Beginning)],
+                tx,
+                ledger.clone(),
+                Arc::default(),
+            )
+            .unwrap();
+            t.scan(true);
+            t.read_pass();
+            assert_eq!(rx.try_recv().unwrap().records.len(), 3);
+            // Written, copied and truncated while the tailer looks away.
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"4\n5\n").unwrap();
+            std::fs::copy(&path, &copy).unwrap();
+            f.set_len(0).unwrap();
+            f.write_all(b"6\n").unwrap();
+            // What was read is acknowledged and saved after the copy.
+            std::thread::sleep(Duration::from_millis(20));
+            let (id, _) = ledger.source(&key);
+            let b = ledger.begin_batch(vec![Position {
+                source: id,
+                offset: 6,
+            }]);
+            ledger.ack(b);
+            ledger.persist().unwrap();
+            t.hand_over_unseen_truncations();
+            ledger.persist().unwrap();
+            let saved = store.load().unwrap();
+            assert_eq!(saved[&key_of(&copy)].offset, 6, "{saved:?}");
+            assert_eq!(saved[&key].offset, 0, "{saved:?}");
+        }
+        let ledger = Arc::new(Ledger::new(1, Some(store)).unwrap());
+        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+        let (mut t, _w) = Tailer::new(
+            vec![spec(dir.path(), StartAt::Beginning)],
+            tx,
+            ledger,
+            Arc::default(),
+        )
+        .unwrap();
+        t.scan(true);
+        while t.read_pass() {}
+        let mut got: Vec<String> = bodies(&rx, 3).into_iter().map(|(b, _)| b).collect();
+        got.sort();
+        assert_eq!(got, ["4", "5", "6"]);
     }
 
     /// Timer scans (as where inotify sends nothing) list the directory again

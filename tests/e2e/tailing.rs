@@ -614,6 +614,41 @@ fn copytruncate_of_unread_lines_reads_them_from_the_copy() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// Two copytruncates (logrotate shifting `app.log.1` to `app.log.2` in
+/// between) while the tailer looks away (it is frozen, as one held back by
+/// backpressure through two rotations is): the first copy (`app.log.2`)
+/// is read on from where the tailer was, the second (`app.log.1`, a
+/// generation it never saw) from its start, then the file, which by then
+/// holds as many bytes as the tailer had read (the size shows nothing, the
+/// first bytes do). Every line arrives exactly once (before, the second
+/// copy's 2,000 lines were lost).
+#[test]
+fn two_copytruncates_while_held_back_read_both_copies() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let receiver = Receiver::start();
+    let app = s.log("app.log");
+    let cfg = config(&s, &[&app], &receiver);
+    let (mut f, mut agent) = shipped_first_lines(&s, &app, &cfg, &receiver);
+    {
+        let _frozen = Frozen::new(&agent);
+        append(&mut f, 1000..3000, "gen1", LINE_LEN);
+        std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+        f.set_len(0).expect("truncate");
+        append(&mut f, 3000..5000, "gen2", LINE_LEN);
+        std::fs::rename(s.log("app.log.1"), s.log("app.log.2")).expect("shift");
+        std::fs::copy(&app, s.log("app.log.1")).expect("copy");
+        f.set_len(0).expect("truncate");
+        append(&mut f, 5000..6000, "gen3", LINE_LEN);
+    }
+    let records = collect(&receiver, 6000, Duration::from_secs(15));
+    let report = SeqReport::new("app.log", 6000, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
 /// An output is down; lines read and sent but not acknowledged are in
 /// flight when the file is copied and truncated; the tailer finds the copy
 /// and lets it go once read; then `kill -9`, the output comes back, and a
