@@ -216,10 +216,12 @@ struct Tailed {
     /// fingerprint, they tell a copy of what was read (`copytruncate`) from
     /// an older rotation that starts alike.
     tail: Vec<u8>,
-    /// When the file was last found not truncated: a rotation written
-    /// later than that, when it is found truncated, holds a generation the
-    /// tailer never saw (two `copytruncate`s while it looked away).
-    checked: SystemTime,
+    /// The file's mtime when it was last found not truncated (its own
+    /// filesystem's clock): a rotation written later than that, when it is
+    /// found truncated, holds a generation the tailer never saw (two
+    /// `copytruncate`s while it looked away). An unchanged mtime at an
+    /// unchanged size spares the fingerprint check.
+    checked: Option<SystemTime>,
 }
 
 impl Tailed {
@@ -463,21 +465,24 @@ impl Tailer {
     /// on in the copy from what was acknowledged; the file's own
     /// checkpoint, saved after the copy was made, would not lead there.
     fn hand_over_unseen_truncations(&mut self) {
-        let truncated: Vec<FileId> = self
+        let ids: Vec<FileId> = self
             .files
             .iter()
-            .filter(|(_, f)| {
-                f.rotated_at.is_none()
-                    && f.file.as_ref().is_some_and(|file| {
-                        file.metadata().is_ok_and(|m| m.len() < f.read_end())
-                            || (f.fp_len > 0
-                                && fingerprint(file, f.fp_len).is_ok_and(|fp| fp != f.fp))
-                    })
-            })
+            .filter(|(_, f)| f.rotated_at.is_none() && f.read_end() > 0)
             .map(|(id, _)| *id)
             .collect();
-        for id in truncated {
-            if self.find_copy(id).is_some() {
+        for id in ids {
+            // A parked file is opened again to be looked at.
+            if !self.ensure_open(id) {
+                continue;
+            }
+            let truncated = self.files.get(&id).is_some_and(|f| {
+                f.file.as_ref().is_some_and(|file| {
+                    file.metadata().is_ok_and(|m| m.len() < f.read_end())
+                        || (f.fp_len > 0 && fingerprint(file, f.fp_len).is_ok_and(|fp| fp != f.fp))
+                })
+            });
+            if truncated && self.find_copy(id).is_some() {
                 if let Err(e) = self.on_truncated(id) {
                     tracing::warn!(error = %e, "a truncated file's copy could not take over its checkpoint");
                 }
@@ -1330,7 +1335,7 @@ impl Tailer {
             decoder,
             sent: start,
             tail,
-            checked: SystemTime::now(),
+            checked: None,
         };
         t.save_meta(&self.io.ledger);
         Ok(t)
@@ -1507,7 +1512,10 @@ impl Tailer {
         };
         let reopened = File::open(&f.path).and_then(|mut file| {
             let md = file.metadata()?;
-            if (md.dev(), md.ino()) != id || fingerprint(&file, f.fp_len)? != f.fp {
+            // Other first bytes at the same inode: truncated (or the inode
+            // reused) while parked; the next read finds out, and looks for
+            // a copy.
+            if (md.dev(), md.ino()) != id {
                 return Err(io::Error::other("replaced while parked"));
             }
             file.seek(SeekFrom::Start(f.read_end()))?;
@@ -1546,13 +1554,17 @@ impl Tailer {
         };
         self.io.stats.truncations.fetch_add(1, Ordering::Relaxed);
         let offset = f.read_end();
-        let (si, path) = (f.spec, f.path.clone());
-        // File times come from the kernel's coarse clock, a tick behind.
-        let since = f.checked - Duration::from_millis(20);
+        let seen = Seen {
+            path: f.path.clone(),
+            id,
+            since: f.checked,
+            fp: (f.fp, f.fp_len),
+        };
+        let si = f.spec;
         let Some((copy_path, cid, mut copy)) = copy else {
             tracing::info!(path = %f.path.display(), offset, "file truncated; reading it again from the start");
             let outcome = read_again_from_start(f, &self.io, &mut self.ctl);
-            self.read_unseen_generations(si, &path, id, since);
+            self.read_unseen_generations(si, &seen);
             return outcome;
         };
         copy.seek(SeekFrom::Start(offset))?;
@@ -1586,7 +1598,7 @@ impl Tailer {
             decoder,
             sent: 0,
             tail: Vec::new(),
-            checked: SystemTime::now(),
+            checked: None,
         };
         // The rest of the old content, its held partial line and what its
         // decoder holds go on in the copy, under the old source.
@@ -1612,37 +1624,51 @@ impl Tailer {
         old.last_read = Instant::now();
         self.make_room(cid);
         self.adopt(cid, old);
-        self.read_unseen_generations(si, &path, id, since);
+        self.read_unseen_generations(si, &seen);
         Ok(Outcome::More)
     }
 
-    /// After file `id` (at `path`) was found truncated: numbered rotations
-    /// of it (`app.log.1`, `app.log-20261127`; not compressed, not tailed)
-    /// written after `since`, when it was last found not truncated, hold
-    /// generations the tailer never saw (a second `copytruncate` while it
-    /// was held back, whose copy holds what was written after the first):
-    /// they are read from their start (from their checkpoint, if they have
-    /// one) and let go.
-    fn read_unseen_generations(&mut self, si: usize, path: &Path, id: FileId, since: SystemTime) {
+    /// After a file was found truncated: numbered rotations of it
+    /// (`app.log.1`, `app.log-20261127`; not compressed, not tailed, not
+    /// excluded) written after it was last found whole hold generations the
+    /// tailer never saw (a second `copytruncate` while it was held back,
+    /// whose copy holds what was written after the first): they are read
+    /// from their start (from their checkpoint, if they have one) and let
+    /// go. A rotation that starts like the generation the tailer was
+    /// reading is a copy of it, read already or read on from the tailer's
+    /// offset ([`Tailer::find_copy`]): never from its start.
+    fn read_unseen_generations(&mut self, si: usize, seen: &Seen) {
+        let Some(since) = seen.since else {
+            return;
+        };
+        let path = &seen.path;
         let Some(entries) = path.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
             return;
         };
+        let (fp, fp_len) = seen.fp;
         let mut unseen = Vec::new();
         for e in entries.flatten() {
             let rotation = e.path();
-            if !numbered_rotation(&rotation, path) {
+            if !numbered_rotation(&rotation, path) || self.excluded(si, &rotation) {
                 continue;
             }
             let Ok(md) = e.metadata() else { continue };
             let rid = (md.dev(), md.ino());
-            if md.is_file()
-                && rid != id
-                && !self.files.contains_key(&rid)
-                && md.modified().is_ok_and(|m| m > since)
-                && !is_compressed(&rotation)
+            if !md.is_file()
+                || rid == seen.id
+                || self.files.contains_key(&rid)
+                || !md.modified().is_ok_and(|m| m > since)
+                || is_compressed(&rotation)
             {
-                unseen.push((rotation, rid, md.len()));
+                continue;
             }
+            let Ok(file) = File::open(&rotation) else {
+                continue;
+            };
+            if fp_len > 0 && fingerprint(&file, fp_len).ok() == Some(fp) {
+                continue;
+            }
+            unseen.push((rotation, rid, md.len()));
         }
         for (rotation, rid, len) in unseen {
             tracing::info!(path = %rotation.display(), was = %path.display(), "a rotation written since the file was last looked at: reading it");
@@ -1700,6 +1726,16 @@ impl Tailer {
     }
 }
 
+/// What the tailer knew of a file when it found it truncated.
+struct Seen {
+    path: PathBuf,
+    id: FileId,
+    /// Its mtime when it was last found whole.
+    since: Option<SystemTime>,
+    /// The fingerprint of the generation it was reading, and its length.
+    fp: (u64, usize),
+}
+
 /// Requests that arrive while the tailer is busy.
 #[derive(Debug, Default)]
 struct Control {
@@ -1743,15 +1779,20 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
     let Some(file) = f.file.as_mut() else {
         return Ok(Outcome::Eof);
     };
-    let now = SystemTime::now();
-    let mut size = file.metadata()?.len();
+    let md = file.metadata()?;
+    let mut size = md.len();
+    let mtime = md.modified().ok();
+    if size == read_end && mtime.is_some() && mtime == f.checked {
+        // Not written since it was last found whole.
+        return Ok(Outcome::Eof);
+    }
     // copytruncate: the file is shorter than what we read, or its first
     // bytes changed (truncated and refilled up to or past our offset).
     let truncated = size < read_end || (f.fp_len > 0 && fingerprint(file, f.fp_len)? != f.fp);
     if truncated {
         return Ok(Outcome::Truncated);
     }
-    f.checked = now;
+    f.checked = mtime;
     if size == read_end {
         return Ok(Outcome::Eof);
     }
@@ -2495,7 +2536,14 @@ mod tests {
         .unwrap();
         t.scan(true);
         while t.read_pass() {}
-        let mut got: Vec<String> = bodies(&rx, 3).into_iter().map(|(b, _)| b).collect();
+        let mut got = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            for r in c.records {
+                if let Record::Log(l) = r {
+                    got.push(String::from_utf8_lossy(&l.body).into_owned());
+                }
+            }
+        }
         got.sort();
         assert_eq!(got, ["4", "5", "6"]);
     }

@@ -32,7 +32,7 @@ enum Op {
     /// `app.log` → `app.log.N`, a new `app.log` (the agent has the old file
     /// open by then; its last lines are read through that descriptor).
     RotateRename,
-    /// Copies `app.log` to `app.log.cN` and truncates it, between two writes
+    /// Copies `app.log` to `app.log.N` and truncates it, between two writes
     /// (lines the agent had not read yet are read from the copy).
     CopyTruncate,
     /// Deletes `app.log` (which the agent has open) and creates a new one.
@@ -248,7 +248,7 @@ impl World {
             Op::CopyTruncate => {
                 self.wait_read_some("before copytruncate")?;
                 self.rotations += 1;
-                let to = self.s.log(&format!("app.log.c{}", self.rotations));
+                let to = self.s.log(&format!("app.log.{}", self.rotations));
                 std::fs::copy(&self.app, to).expect("copy");
                 self.file.set_len(0).expect("truncate");
                 self.copied_unshipped = true;

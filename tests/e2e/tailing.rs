@@ -206,7 +206,7 @@ enum Rotate {
     Rename,
     /// `app.log` → `app.log.1`, which is deleted at once; new `app.log`.
     RenameDelete,
-    /// Copy `app.log` to `app.log.cN`, then truncate `app.log`, between two
+    /// Copy `app.log` to `app.log.N`, then truncate `app.log`, between two
     /// writes of the writer itself.
     CopyTruncate,
 }
@@ -262,7 +262,7 @@ fn write_rotating(path: &Path, load: Load, rotate: Rotate, mut hook: impl FnMut(
                     file = open_append(path);
                 }
                 Rotate::CopyTruncate => {
-                    let copy = PathBuf::from(format!("{}.c{}", path.display(), rotated + 1));
+                    let copy = PathBuf::from(format!("{}.{}", path.display(), rotated + 1));
                     std::fs::copy(path, copy).expect("copy");
                     file.set_len(0).expect("truncate");
                 }
@@ -405,7 +405,7 @@ fn rotated_and_deleted_files_are_read_to_their_end_and_released() {
 
 /// The writer itself copies and truncates between two of its writes, at
 /// 20,000 lines/s, 10 times, without waiting for the tailer: the lines it
-/// had not read yet at a truncation are only in the copy (`app.log.cN`,
+/// had not read yet at a truncation are only in the copy (`app.log.N`,
 /// which no glob matches), and are read from there. Right after the
 /// truncation the writer writes on at full rate. Every line arrives exactly
 /// once.
@@ -449,7 +449,7 @@ fn seqs_on_disk(path: &Path) -> Vec<u64> {
 /// times): no line arrives twice; the lines written between the copy and
 /// the truncation (in no file any more) are lost to any tailer. The last
 /// lines of a generation the tailer had not read yet when it was truncated
-/// are only in the copy (`app.log.cN`): they are read from it, so every
+/// are only in the copy (`app.log.N`): they are read from it, so every
 /// line of every copy arrives, and the last generation arrives whole. The
 /// test prints how many were lost which way.
 #[test]
@@ -465,7 +465,7 @@ fn copytruncate_racing_the_writer_loses_only_what_copytruncate_loses() {
 
     let load = ROTATION_LOAD;
     let copies: Vec<PathBuf> = (1..=load.rotations)
-        .map(|n| s.log(&format!("app.log.c{n}")))
+        .map(|n| s.log(&format!("app.log.{n}")))
         .collect();
     // The writer never rotates by itself; this thread copies and truncates.
     let steady = Load {
@@ -678,8 +678,15 @@ fn kill_9_after_copytruncate_during_an_outage_loses_nothing() {
         Duration::from_secs(15),
         |l| l.contains("from its copy"),
     );
-    // Past the copy's release (2 s after its end).
-    std::thread::sleep(Duration::from_secs(3));
+    // Past the copy's release (2 s after its end): its checkpoint is kept
+    // because its lines are not acknowledged.
+    let (dev, ino) = dev_ino(&s.log("app.log.1"));
+    wait_until(
+        Duration::from_secs(15),
+        "the agent to let the copy go",
+        || !holds_inode(agent.pid(), dev, ino),
+        || agent.stderr(),
+    );
     agent.kill9();
     outage.end();
     drop(agent);
