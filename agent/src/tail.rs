@@ -51,6 +51,10 @@ const ROTATE_GRACE: Duration = Duration::from_secs(2);
 /// How often the sources of files let go are looked at, while some wait
 /// for their last acknowledgement.
 const RETIRE_CHECK: Duration = Duration::from_millis(500);
+/// How old an unchanged mtime must be to prove that an unchanged file was
+/// not written since it was last found whole (timestamps have a tick: a
+/// coarse kernel clock, a second on some filesystems).
+const RACY_MTIME: Duration = Duration::from_secs(2);
 /// How many of the last bytes read before a file's offset must be the same
 /// in a rotation, besides its first bytes, for it to be taken for the copy
 /// a `copytruncate` made of the file.
@@ -472,9 +476,17 @@ impl Tailer {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            // A parked file is opened again to be looked at.
-            if !self.ensure_open(id) {
-                continue;
+            // A parked file is opened again to be looked at, if its path
+            // still leads to it (never let go here: a restart looks for a
+            // file rotated away by its checkpoint).
+            if let Some(f) = self.files.get_mut(&id).filter(|f| f.file.is_none()) {
+                let same = File::open(&f.path)
+                    .ok()
+                    .filter(|file| file.metadata().is_ok_and(|md| (md.dev(), md.ino()) == id));
+                let Some(file) = same else { continue };
+                f.file = Some(file);
+                self.open_count += 1;
+                self.lru.insert((f.last_read, id));
             }
             let truncated = self.files.get(&id).is_some_and(|f| {
                 f.file.as_ref().is_some_and(|file| {
@@ -1313,6 +1325,8 @@ impl Tailer {
                 tail.clear();
             }
         }
+        // Found whole now (its checkpoint matched, or it is new to us).
+        let checked = file.metadata().ok().and_then(|m| m.modified().ok());
         tracing::info!(path = %path.display(), offset = start, resumed = resume.is_some(), "tailing");
         let meta = Arc::new(SourceMeta::for_path(&path_str));
         let decoder = LineDecoder::new(spec.format, spec.multiline.clone(), spec.max_line_bytes)
@@ -1335,7 +1349,7 @@ impl Tailer {
             decoder,
             sent: start,
             tail,
-            checked: None,
+            checked,
         };
         t.save_meta(&self.io.ledger);
         Ok(t)
@@ -1559,6 +1573,8 @@ impl Tailer {
             id,
             since: f.checked,
             fp: (f.fp, f.fp_len),
+            offset,
+            tail: f.tail.clone(),
         };
         let si = f.spec;
         let Some((copy_path, cid, mut copy)) = copy else {
@@ -1638,6 +1654,7 @@ impl Tailer {
     /// reading is a copy of it, read already or read on from the tailer's
     /// offset ([`Tailer::find_copy`]): never from its start.
     fn read_unseen_generations(&mut self, si: usize, seen: &Seen) {
+        use std::os::unix::fs::FileExt;
         let Some(since) = seen.since else {
             return;
         };
@@ -1665,7 +1682,15 @@ impl Tailer {
             let Ok(file) = File::open(&rotation) else {
                 continue;
             };
-            if fp_len > 0 && fingerprint(&file, fp_len).ok() == Some(fp) {
+            if fp_len > 0 && fingerprint(&file, fp_len).ok() == Some(fp) && {
+                // A copy of what was read: it ends before the offset, or
+                // holds the same bytes before it (another generation may
+                // start alike: a common header).
+                let mut tail = vec![0u8; seen.tail.len()];
+                let at = seen.offset.saturating_sub(tail.len() as u64);
+                md.len() < seen.offset
+                    || (file.read_exact_at(&mut tail, at).is_ok() && tail == seen.tail)
+            } {
                 continue;
             }
             unseen.push((rotation, rid, md.len()));
@@ -1734,6 +1759,9 @@ struct Seen {
     since: Option<SystemTime>,
     /// The fingerprint of the generation it was reading, and its length.
     fp: (u64, usize),
+    /// How far it was read, and the last bytes before that.
+    offset: u64,
+    tail: Vec<u8>,
 }
 
 /// Requests that arrive while the tailer is busy.
@@ -1782,8 +1810,13 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
     let md = file.metadata()?;
     let mut size = md.len();
     let mtime = md.modified().ok();
-    if size == read_end && mtime.is_some() && mtime == f.checked {
-        // Not written since it was last found whole.
+    if size == read_end
+        && mtime == f.checked
+        && mtime.is_some_and(|m| m + RACY_MTIME < SystemTime::now())
+    {
+        // Not written since it was last found whole (an mtime older than
+        // the filesystem's timestamp tick: a truncation and a refill to the
+        // same size within the same tick would not change it).
         return Ok(Outcome::Eof);
     }
     // copytruncate: the file is shorter than what we read, or its first
