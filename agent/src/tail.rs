@@ -243,6 +243,18 @@ impl Tailed {
         }
     }
 
+    /// Whether the file, now `size` bytes long, was truncated since it was
+    /// read (`copytruncate`): it is shorter than what was read, or its
+    /// first bytes changed (truncated and refilled up to or past the
+    /// offset). False while it is parked.
+    fn truncated(&self, size: u64) -> io::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        Ok(size < self.read_end()
+            || (self.fp_len > 0 && fingerprint(file, self.fp_len)? != self.fp))
+    }
+
     fn save_meta(&self, ledger: &Ledger) {
         ledger.set_meta(self.source, self.meta_json());
     }
@@ -489,12 +501,15 @@ impl Tailer {
                 self.lru.insert((f.last_read, id));
             }
             let truncated = self.files.get(&id).is_some_and(|f| {
-                f.file.as_ref().is_some_and(|file| {
-                    file.metadata().is_ok_and(|m| m.len() < f.read_end())
-                        || (f.fp_len > 0 && fingerprint(file, f.fp_len).is_ok_and(|fp| fp != f.fp))
-                })
+                let size = f.file.as_ref().and_then(|file| file.metadata().ok());
+                size.is_some_and(|m| f.truncated(m.len()).unwrap_or(false))
             });
-            if truncated && self.find_copy(id).is_some() {
+            let found = self
+                .files
+                .get(&id)
+                .filter(|_| truncated)
+                .and_then(|f| self.find_copy(&Seen::of(id, f)));
+            if found.is_some() {
                 if let Err(e) = self.on_truncated(id) {
                     tracing::warn!(error = %e, "a truncated file's copy could not take over its checkpoint");
                 }
@@ -1146,14 +1161,7 @@ impl Tailer {
             }
             // Read it to its current end, then ship what the decoder holds.
             while !self.ctl.stop && self.ensure_open(fid) {
-                let Some(f) = self.files.get_mut(&fid) else {
-                    break;
-                };
-                let mut outcome = read_file(f, &self.specs[f.spec].spec, &self.io, &mut self.ctl);
-                if matches!(outcome, Ok(Outcome::Truncated)) {
-                    outcome = self.on_truncated(fid);
-                }
-                match outcome {
+                match self.read(fid) {
                     Ok(Outcome::More | Outcome::Truncated) => continue,
                     Ok(Outcome::Eof) => break,
                     Ok(Outcome::QueueClosed) => {
@@ -1374,11 +1382,7 @@ impl Tailer {
             self.lru.remove(&(f.last_read, id));
             f.last_read = Instant::now();
             self.lru.insert((f.last_read, id));
-            let spec = &self.specs[f.spec].spec;
-            let mut outcome = read_file(f, spec, &self.io, &mut self.ctl);
-            if matches!(outcome, Ok(Outcome::Truncated)) {
-                outcome = self.on_truncated(id);
-            }
+            let outcome = self.read(id);
             let Some(f) = self.files.get_mut(&id) else {
                 continue;
             };
@@ -1552,6 +1556,18 @@ impl Tailer {
 }
 
 impl Tailer {
+    /// Reads file `id` up to its budget ([`read_file`]); a truncation it
+    /// finds is handled by [`Tailer::on_truncated`].
+    fn read(&mut self, id: FileId) -> io::Result<Outcome> {
+        let Some(f) = self.files.get_mut(&id) else {
+            return Ok(Outcome::Eof);
+        };
+        match read_file(f, &self.specs[f.spec].spec, &self.io, &mut self.ctl)? {
+            Outcome::Truncated => self.on_truncated(id),
+            outcome => Ok(outcome),
+        }
+    }
+
     /// File `id` was found truncated (`copytruncate`). What it held past
     /// the tailer's offset, written before the copy was made, is in the copy
     /// only: under backpressure (an output down) that is the whole backlog.
@@ -1562,20 +1578,15 @@ impl Tailer {
     /// under a new source. Otherwise the file alone is read again from its
     /// start.
     fn on_truncated(&mut self, id: FileId) -> io::Result<Outcome> {
-        let copy = self.find_copy(id);
+        let Some(seen) = self.files.get(&id).map(|f| Seen::of(id, f)) else {
+            return Ok(Outcome::Eof);
+        };
+        let copy = self.find_copy(&seen);
         let Some(f) = self.files.get_mut(&id) else {
             return Ok(Outcome::Eof);
         };
         self.io.stats.truncations.fetch_add(1, Ordering::Relaxed);
-        let offset = f.read_end();
-        let seen = Seen {
-            path: f.path.clone(),
-            id,
-            since: f.checked,
-            fp: (f.fp, f.fp_len),
-            offset,
-            tail: f.tail.clone(),
-        };
+        let offset = seen.offset;
         let si = f.spec;
         let Some((copy_path, cid, mut copy)) = copy else {
             tracing::info!(path = %f.path.display(), offset, "file truncated; reading it again from the start");
@@ -1654,7 +1665,6 @@ impl Tailer {
     /// reading is a copy of it, read already or read on from the tailer's
     /// offset ([`Tailer::find_copy`]): never from its start.
     fn read_unseen_generations(&mut self, si: usize, seen: &Seen) {
-        use std::os::unix::fs::FileExt;
         let Some(since) = seen.since else {
             return;
         };
@@ -1662,7 +1672,6 @@ impl Tailer {
         let Some(entries) = path.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
             return;
         };
-        let (fp, fp_len) = seen.fp;
         let mut unseen = Vec::new();
         for e in entries.flatten() {
             let rotation = e.path();
@@ -1682,15 +1691,16 @@ impl Tailer {
             let Ok(file) = File::open(&rotation) else {
                 continue;
             };
-            if fp_len > 0 && fingerprint(&file, fp_len).ok() == Some(fp) && {
-                // A copy of what was read: it ends before the offset, or
-                // holds the same bytes before it (another generation may
-                // start alike: a common header).
-                let mut tail = vec![0u8; seen.tail.len()];
-                let at = seen.offset.saturating_sub(tail.len() as u64);
-                md.len() < seen.offset
-                    || (file.read_exact_at(&mut tail, at).is_ok() && tail == seen.tail)
-            } {
+            // A copy of what was read: it starts alike and ends before the
+            // offset, or holds the same bytes before it (another generation
+            // may start alike: a common header).
+            let copy_of_seen = seen.fp.1 > 0
+                && if md.len() < seen.offset {
+                    seen.starts(&file)
+                } else {
+                    seen.holds(&file)
+                };
+            if copy_of_seen {
                 continue;
             }
             unseen.push((rotation, rid, md.len()));
@@ -1707,24 +1717,21 @@ impl Tailer {
     /// as what was read, with the same last [`TAIL_BYTES`] before the
     /// tailer's offset. The longest such one (a later copy of the same
     /// content holds more of it), the newest if they are as long.
-    fn find_copy(&self, id: FileId) -> Option<(PathBuf, FileId, File)> {
-        use std::os::unix::fs::FileExt;
-        let f = self.files.get(&id)?;
-        let offset = f.read_end();
-        if offset == 0 || f.tail.is_empty() {
+    fn find_copy(&self, seen: &Seen) -> Option<(PathBuf, FileId, File)> {
+        if seen.offset == 0 || seen.tail.is_empty() {
             return None;
         }
         let mut best: Option<(u64, SystemTime, PathBuf, FileId, File)> = None;
-        for e in std::fs::read_dir(f.path.parent()?).ok()?.flatten() {
+        for e in std::fs::read_dir(seen.path.parent()?).ok()?.flatten() {
             let path = e.path();
-            if !is_rotation_of(&path, &f.path) {
+            if !is_rotation_of(&path, &seen.path) {
                 continue;
             }
             let Ok(md) = e.metadata() else { continue };
             let cid = (md.dev(), md.ino());
             if !md.is_file()
-                || cid == id
-                || md.len() < offset
+                || cid == seen.id
+                || md.len() < seen.offset
                 || self.files.contains_key(&cid)
                 || is_compressed(&path)
             {
@@ -1733,12 +1740,7 @@ impl Tailer {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            let mut tail = vec![0u8; f.tail.len()];
-            let at = offset - tail.len() as u64;
-            let same = fingerprint(&file, f.fp_len).ok() == Some(f.fp)
-                && file.read_exact_at(&mut tail, at).is_ok()
-                && tail == f.tail;
-            if !same {
+            if !seen.holds(&file) {
                 continue;
             }
             let ctime =
@@ -1762,6 +1764,33 @@ struct Seen {
     /// How far it was read, and the last bytes before that.
     offset: u64,
     tail: Vec<u8>,
+}
+
+impl Seen {
+    fn of(id: FileId, f: &Tailed) -> Self {
+        Seen {
+            path: f.path.clone(),
+            id,
+            since: f.checked,
+            fp: (f.fp, f.fp_len),
+            offset: f.read_end(),
+            tail: f.tail.clone(),
+        }
+    }
+
+    /// Whether `file` starts with the fingerprinted bytes.
+    fn starts(&self, file: &File) -> bool {
+        fingerprint(file, self.fp.1).ok() == Some(self.fp.0)
+    }
+
+    /// Whether `file` holds what was read: it starts alike and has the same
+    /// last bytes before the offset.
+    fn holds(&self, file: &File) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut tail = vec![0u8; self.tail.len()];
+        let at = self.offset.saturating_sub(tail.len() as u64);
+        self.starts(file) && file.read_exact_at(&mut tail, at).is_ok() && tail == self.tail
+    }
 }
 
 /// Requests that arrive while the tailer is busy.
@@ -1804,7 +1833,7 @@ struct Io {
 fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io::Result<Outcome> {
     let Io { stats, ledger, .. } = io;
     let read_end = f.read_end();
-    let Some(file) = f.file.as_mut() else {
+    let Some(file) = &f.file else {
         return Ok(Outcome::Eof);
     };
     let md = file.metadata()?;
@@ -1819,10 +1848,7 @@ fn read_file(f: &mut Tailed, spec: &TailSpec, io: &Io, ctl: &mut Control) -> io:
         // same size within the same tick would not change it).
         return Ok(Outcome::Eof);
     }
-    // copytruncate: the file is shorter than what we read, or its first
-    // bytes changed (truncated and refilled up to or past our offset).
-    let truncated = size < read_end || (f.fp_len > 0 && fingerprint(file, f.fp_len)? != f.fp);
-    if truncated {
+    if f.truncated(size)? {
         return Ok(Outcome::Truncated);
     }
     f.checked = mtime;
@@ -2316,6 +2342,29 @@ mod tests {
         }
     }
 
+    /// A tailer of `dir`'s `*.log` from their start, with the sender that
+    /// wakes it and the receiver of its chunks.
+    fn tailer_from_start(
+        dir: &Path,
+        ledger: Arc<Ledger>,
+    ) -> (Tailer, crossbeam_channel::Sender<Wake>, Receiver<Chunk>) {
+        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
+        let (t, wake) = Tailer::new(
+            vec![spec(dir, StartAt::Beginning)],
+            tx,
+            ledger,
+            Arc::default(),
+        )
+        .unwrap();
+        (t, wake, rx)
+    }
+
+    /// Acknowledges the file known by `key` up to `offset`.
+    fn acknowledge(ledger: &Ledger, key: &str, offset: u64) {
+        let (source, _) = ledger.source(key);
+        ledger.ack(ledger.begin_batch(vec![Position { source, offset }]));
+    }
+
     fn bodies(rx: &Receiver<Chunk>, want: usize) -> Vec<(String, bool)> {
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -2458,36 +2507,17 @@ mod tests {
                 let md = std::fs::metadata(&path).unwrap();
                 format!("{}:{}", md.dev(), md.ino())
             };
-            let (tx, rx) = sidekick_pipeline::queue::bounded(64);
-            let (mut t, _w) = Tailer::new(
-                vec![spec(dir.path(), StartAt::Beginning)],
-                tx,
-                ledger.clone(),
-                Arc::default(),
-            )
-            .unwrap();
+            let (mut t, _w, rx) = tailer_from_start(dir.path(), ledger.clone());
             t.scan(true);
             t.read_pass();
             let c = rx.try_recv().unwrap();
             assert_eq!(c.records.len(), 3);
             // Acknowledge only up to "1\n2\n".
-            let (id, _) = ledger.source(&key);
-            let b = ledger.begin_batch(vec![Position {
-                source: id,
-                offset: 4,
-            }]);
-            ledger.ack(b);
+            acknowledge(&ledger, &key, 4);
             ledger.persist().unwrap();
         }
         let ledger = Arc::new(Ledger::new(1, Some(store)).unwrap());
-        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
-        let (mut t, _w) = Tailer::new(
-            vec![spec(dir.path(), StartAt::Beginning)],
-            tx,
-            ledger,
-            Arc::default(),
-        )
-        .unwrap();
+        let (mut t, _w, rx) = tailer_from_start(dir.path(), ledger);
         t.scan(true);
         t.read_pass();
         let c = rx.try_recv().unwrap();
@@ -2523,14 +2553,7 @@ mod tests {
         let key = key_of(&path);
         {
             let ledger = Arc::new(Ledger::new(1, Some(store.clone())).unwrap());
-            let (tx, rx) = sidekick_pipeline::queue::bounded(64);
-            let (mut t, _w) = Tailer::new(
-                vec![spec(dir.path(), StartAt::Beginning)],
-                tx,
-                ledger.clone(),
-                Arc::default(),
-            )
-            .unwrap();
+            let (mut t, _w, rx) = tailer_from_start(dir.path(), ledger.clone());
             t.scan(true);
             t.read_pass();
             assert_eq!(rx.try_recv().unwrap().records.len(), 3);
@@ -2545,12 +2568,7 @@ mod tests {
             f.write_all(b"6\n").unwrap();
             // What was read is acknowledged and saved after the copy.
             std::thread::sleep(Duration::from_millis(20));
-            let (id, _) = ledger.source(&key);
-            let b = ledger.begin_batch(vec![Position {
-                source: id,
-                offset: 6,
-            }]);
-            ledger.ack(b);
+            acknowledge(&ledger, &key, 6);
             ledger.persist().unwrap();
             t.hand_over_unseen_truncations();
             ledger.persist().unwrap();
@@ -2559,14 +2577,7 @@ mod tests {
             assert_eq!(saved[&key].offset, 0, "{saved:?}");
         }
         let ledger = Arc::new(Ledger::new(1, Some(store)).unwrap());
-        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
-        let (mut t, _w) = Tailer::new(
-            vec![spec(dir.path(), StartAt::Beginning)],
-            tx,
-            ledger,
-            Arc::default(),
-        )
-        .unwrap();
+        let (mut t, _w, rx) = tailer_from_start(dir.path(), ledger);
         t.scan(true);
         while t.read_pass() {}
         let mut got = Vec::new();
@@ -2592,14 +2603,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, b"1\n").unwrap();
-        let (tx, rx) = sidekick_pipeline::queue::bounded(64);
-        let (mut t, _w) = Tailer::new(
-            vec![spec(dir.path(), StartAt::Beginning)],
-            tx,
-            Arc::new(Ledger::new(1, None).unwrap()),
-            Arc::default(),
-        )
-        .unwrap();
+        let (mut t, _w, rx) =
+            tailer_from_start(dir.path(), Arc::new(Ledger::new(1, None).unwrap()));
         let covered = t._watcher.is_some();
         let watcher = t._watcher.take(); // as on a filesystem inotify cannot watch
         let read = |t: &mut Tailer| {

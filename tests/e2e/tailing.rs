@@ -434,6 +434,17 @@ fn copytruncate_by_the_writer_under_load_delivers_every_line_exactly_once() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// Waits for lines `0..n` (15 s at most), asserts each arrived exactly
+/// once (`name` in the report), then stops the agent, which must exit 0.
+fn exactly_once_then_stop(receiver: &Receiver, agent: &mut Agent, name: &str, n: u64) {
+    let records = collect(receiver, n as usize, Duration::from_secs(15));
+    let report = SeqReport::new(name, n, bodies(&records));
+    eprintln!("{report}");
+    report.assert_exactly_once();
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
 /// The lines of a file, by sequence number, as they are on disk now (a torn
 /// last line is not counted).
 fn seqs_on_disk(path: &Path) -> Vec<u64> {
@@ -641,12 +652,7 @@ fn two_copytruncates_while_held_back_read_both_copies() {
         f.set_len(0).expect("truncate");
         append(&mut f, 5000..6000, "gen3", LINE_LEN);
     }
-    let records = collect(&receiver, 6000, Duration::from_secs(15));
-    let report = SeqReport::new("app.log", 6000, bodies(&records));
-    eprintln!("{report}");
-    report.assert_exactly_once();
-    let status = agent.term(Duration::from_secs(15));
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    exactly_once_then_stop(&receiver, &mut agent, "app.log", 6000);
 }
 
 /// An output is down; lines read and sent but not acknowledged are in
@@ -727,12 +733,7 @@ fn a_copy_made_while_running_is_not_read_again_after_a_restart() {
     let status = agent.term(Duration::from_secs(15));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     let mut agent = Agent::start(&cfg, s.path());
-    let records = collect(&receiver, 566, Duration::from_secs(15));
-    let report = SeqReport::new("app.log and its rotations", 566, bodies(&records));
-    eprintln!("{report}");
-    report.assert_exactly_once();
-    let status = agent.term(Duration::from_secs(15));
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    exactly_once_then_stop(&receiver, &mut agent, "app.log and its rotations", 566);
 }
 
 /// While the agent is stopped, `app.log` is rotated to `app.log.1`, which
@@ -774,12 +775,7 @@ fn a_compressed_rotation_with_a_reused_inode_is_not_read() {
         return;
     }
     let mut agent = Agent::start(&cfg, s.path());
-    let records = collect(&receiver, 20, Duration::from_secs(15));
-    let report = SeqReport::new("app.log after the restart", 20, bodies(&records));
-    eprintln!("{report}");
-    report.assert_exactly_once();
-    let status = agent.term(Duration::from_secs(15));
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    exactly_once_then_stop(&receiver, &mut agent, "app.log after the restart", 20);
 }
 
 /// While the agent is stopped, lines are written, then `app.log` is copied
@@ -876,12 +872,7 @@ fn two_copytruncates_while_stopped_lose_nothing() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     let mut agent = Agent::start(&cfg, s.path());
     append(&mut f, 50..55, "last", LINE_LEN);
-    let records = collect(&receiver, 55, Duration::from_secs(15));
-    let report = SeqReport::new("the same after a second restart", 55, bodies(&records));
-    eprintln!("{report}");
-    report.assert_exactly_once();
-    let status = agent.term(Duration::from_secs(15));
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    exactly_once_then_stop(&receiver, &mut agent, "the same after a second restart", 55);
 }
 
 /// logrotate's `copytruncate` with `compress` and `delaycompress`, run twice
